@@ -1,0 +1,178 @@
+"""Stage 3: the multimodal causal LM on the frozen encoder's real outputs. One loss, as Emu2's
+predict-the-next-element: cross-entropy on text tokens marked for loss, plus MSE regression of the
+next visual embedding at every slot of a generated image or video frame (read from the hidden
+state one position earlier, through project_down). Batches hold one task each so that padding stays
+small on a CPU; tasks are drawn with the mixture weights below."""
+import time
+import numpy as np
+import torch
+import torch.nn.functional as F
+from .common import Checkpoint, Log, cosine_lr, path, seed_all
+from .data import Split
+from .modules import CausalLM, LMConfig
+
+MIXTURE = {"fewshot": 0.45, "vqa": 0.13, "caption": 0.07, "t2i": 0.09, "subject": 0.09, "grounded": 0.08, "video": 0.09}
+BATCH_CAP = {"video": 32}
+# Share of text→image examples trained without their prompt, so `<s>[IMG]` regresses the
+# unconditional tokens that classifier-free guidance subtracts (Emu2's cached negative).
+UNCOND_SHARE = 0.05
+# Noise on the teacher-forced inputs of generated slots: at inference the LM reads back its own
+# (imperfect) regressions.
+GEN_INPUT_NOISE = 0.1
+HOLDOUT = 1000
+
+
+class TaskData:
+    def __init__(self, rows, special):
+        self.ids = [np.asarray(r["ids"], dtype=np.int64) for r in rows]
+        self.images = [np.asarray(r["images"], dtype=np.int64) for r in rows]
+        self.gen = [np.asarray(r["gen"], dtype=bool) for r in rows]
+        self.loss = [r["loss"] for r in rows]
+        self.prompt = [r.get("prompt", 0) for r in rows]
+        self.n = len(rows)
+
+
+class Batcher:
+    def __init__(self, split: Split, embeds: np.ndarray, tasks, seed: int):
+        sp = split.special
+        self.pad, self.bos, self.img = sp["[PAD]"], sp["<s>"], sp["[IMG]"]
+        self.slots = (sp["<image>"], sp["[gIMG]"])
+        self.n_tok = split.tokens_per_image
+        self.embeds = embeds
+        self.data = {t: TaskData(split.examples(t), sp) for t in tasks}
+        self.rng = np.random.default_rng(seed)
+
+    def build(self, task: str, rows, augment: bool = True):
+        d = self.data[task]
+        seqs, imgs, gens, spans = [], [], [], []
+        for i in rows:
+            ids, im, gen, sp = d.ids[i], d.images[i], d.gen[i], d.loss[i]
+            if augment and task == "t2i" and self.rng.random() < UNCOND_SHARE:
+                k = int(np.argmax(ids == self.img))
+                ids = np.concatenate([ids[:1], ids[k:]])
+            seqs.append(ids); imgs.append(im); gens.append(gen); spans.append(sp)
+        b, t = len(seqs), max(len(s) for s in seqs)
+        input_ids = np.full((b, t), self.pad, dtype=np.int64)
+        mask = np.zeros((b, t), dtype=np.int64)
+        slot_pos, slot_src, reg_pos, reg_src, ce_pos, ce_tgt = [], [], [], [], [], []
+        for r, (ids, im, gen, sp) in enumerate(zip(seqs, imgs, gens, spans)):
+            input_ids[r, : len(ids)] = ids
+            mask[r, : len(ids)] = 1
+            pos = np.nonzero((ids == self.slots[0]) | (ids == self.slots[1]))[0]
+            src = (im[:, None] * self.n_tok + np.arange(self.n_tok)[None]).reshape(-1)
+            assert len(pos) == len(src), "visual slots and images disagree"
+            slot_pos.append(r * t + pos); slot_src.append(src)
+            is_gen = np.repeat(gen, self.n_tok)
+            reg_pos.append(r * t + pos[is_gen] - 1); reg_src.append(src[is_gen])
+            for s, e in sp:
+                ce_pos.append(r * t + np.arange(s, e) - 1); ce_tgt.append(ids[s:e])
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64)  # noqa: E731
+        flat = self.embeds.reshape(-1, self.embeds.shape[-1])
+        slot_src, reg_src = cat(slot_src), cat(reg_src)
+        gen_slot = np.isin(cat(slot_pos), cat(reg_pos) + 1)
+        return {
+            "input_ids": torch.from_numpy(input_ids), "mask": torch.from_numpy(mask),
+            "slot_pos": torch.from_numpy(cat(slot_pos)), "slot_vec": torch.from_numpy(np.asarray(flat[slot_src])),
+            "gen_slot": torch.from_numpy(gen_slot),
+            "reg_pos": torch.from_numpy(cat(reg_pos)), "reg_vec": torch.from_numpy(np.asarray(flat[reg_src])),
+            "ce_pos": torch.from_numpy(cat(ce_pos)), "ce_tgt": torch.from_numpy(cat(ce_tgt)),
+        }
+
+    def sample(self, task: str, batch: int, holdout: bool = False):
+        n = self.data[task].n
+        lo, hi = (n - HOLDOUT, n) if holdout else (0, n - HOLDOUT)
+        return self.build(task, self.rng.integers(lo, hi, batch), augment=not holdout)
+
+
+def forward(model: CausalLM, b, augment: bool = True):
+    ids, mask = b["input_ids"], b["mask"]
+    x = model.embed(ids)
+    bsz, t, h = x.shape
+    flat = x.reshape(-1, h).clone()
+    vec = b["slot_vec"]
+    if augment and GEN_INPUT_NOISE > 0:
+        vec = vec + torch.randn_like(vec) * GEN_INPUT_NOISE * b["gen_slot"][:, None].float()
+    flat[b["slot_pos"]] = model.project_up(vec)
+    x = flat.reshape(bsz, t, h)
+    pos = (mask.cumsum(1) - 1).clamp_min(0)
+    logits, vis, _ = model(x, mask, pos, model.empty_past(bsz))
+    out = {}
+    if len(b["ce_pos"]):
+        out["ce"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[b["ce_pos"]], b["ce_tgt"])
+    if len(b["reg_pos"]):
+        out["reg"] = F.mse_loss(vis.reshape(-1, vis.shape[-1])[b["reg_pos"]], b["reg_vec"])
+    return out, logits
+
+
+@torch.no_grad()
+def probe_fewshot(model, batcher: Batcher, shots_rows: dict):
+    """Teacher-forced accuracy of the query label's first token on held-out episodes, per shot count."""
+    model.eval()
+    res = {}
+    for k, rows in shots_rows.items():
+        if not rows:
+            continue
+        b = batcher.build("fewshot", rows, augment=False)
+        _, logits = forward(model, b, augment=False)
+        d = batcher.data["fewshot"]
+        ok = 0
+        for r, i in enumerate(rows):
+            p = d.prompt[i]
+            ok += int(logits[r, p - 1].argmax()) == int(d.ids[i][p])
+        res[f"{k}shot"] = ok / len(rows)
+    model.train()
+    return res
+
+
+def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3) -> None:
+    log = Log("lm")
+    seed_all(seed)
+    split = Split(data_dir)
+    embeds = np.load(f"{data_dir}/embeds.npy", mmap_mode="r")
+    embeds = np.ascontiguousarray(embeds)  # ~100 MB: random access in RAM
+    batcher = Batcher(split, embeds, list(MIXTURE), seed)
+    cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2])
+    model = CausalLM(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    ck = Checkpoint("lm")
+    state = ck.load()
+    start, elapsed = 0, 0.0
+    if state:
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+        start, elapsed = state["step"], state["elapsed"]
+        batcher.rng = np.random.default_rng(seed + start)
+        log(f"resumed at step {start}")
+    log(f"lm {sum(p.numel() for p in model.parameters())} params; tasks " +
+        ", ".join(f"{t}={d.n}" for t, d in batcher.data.items()))
+    # Held-out episodes grouped by shot count (the number of images before the query minus one).
+    fd = batcher.data["fewshot"]
+    shots_rows = {k: [] for k in (1, 2, 4)}
+    for i in range(fd.n - HOLDOUT, fd.n):
+        k = len(fd.images[i]) - 1
+        if k in shots_rows and len(shots_rows[k]) < 300:
+            shots_rows[k].append(i)
+    tasks = list(MIXTURE)
+    weights = np.array([MIXTURE[t] for t in tasks])
+    weights /= weights.sum()
+    t0 = time.time() - elapsed
+    run = {t: [] for t in tasks}
+    for step in range(start, steps):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, steps, lr, 300)
+        task = tasks[int(batcher.rng.choice(len(tasks), p=weights))]
+        out, _ = forward(model, batcher.sample(task, min(batch, BATCH_CAP.get(task, batch))))
+        loss = out.get("ce", 0.0) + out.get("reg", 0.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        run[task].append(float(loss))
+        if step % 250 == 0 or step == steps - 1:
+            means = {t: float(np.mean(v[-50:])) for t, v in run.items() if v}
+            log(f"step {step}", steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed), **means)
+        if step % 2000 == 0 or step == steps - 1:
+            log(f"probe step {step}", **probe_fewshot(model, batcher, shots_rows))
+        ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
+                 "elapsed": time.time() - t0, "config": cfg.__dict__}, force=step == steps - 1)
+    torch.save({"model": model.state_dict(), "config": cfg.__dict__, "train_s": time.time() - t0}, path("lm.pt"))
+    log("saved")
