@@ -30,7 +30,7 @@ def main() -> None:
     set_threads(a.threads)
     if a.stage == "encoder":
         from emu_tiny.encoder import train_encoder
-        train_encoder(a.data, a.steps or 1500, a.batch or 64, a.seed)
+        train_encoder(a.data, a.steps or 2500, a.batch or 64, a.seed)
     elif a.stage == "embed":
         from emu_tiny.encoder import embed_split
         embed_split(a.data)

@@ -2,7 +2,7 @@
  * The language of the Shapes world: how scenes are described, asked about and requested, with
  * paraphrases for inputs and one canonical form for outputs, plus the parsers the checkers use.
  */
-import type { Rng } from "./rng.ts";
+import type { Rng } from "../../shared/engine/random.ts";
 import {
   CELLS, COLORS, DIRECTIONS, SHAPES, SIZES, BACKGROUNDS, cellOf,
   type Background, type Color, type Direction, type Scene, type Shape, type ShapeObject, type Size,

@@ -2,7 +2,7 @@
  * The Shapes world: 64×64 scenes of one or two shapes on a black or white background.
  * Everything the rest of the project knows about the world (attributes, geometry, palette) is here.
  */
-import type { Rng } from "./rng.ts";
+import type { Rng } from "../../shared/engine/random.ts";
 
 export const IMAGE_SIZE = 64;
 export const SHAPES = ["circle", "square", "triangle"] as const;

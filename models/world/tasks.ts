@@ -2,7 +2,7 @@
  * Examples for every capability emu2-tiny is trained and evaluated on, as segment lists that the
  * dataset writer tokenizes. Each example is a pure function of (split, task, index).
  */
-import { Rng, seedOf } from "./rng.ts";
+import { Rng, seedOf } from "../../shared/engine/random.ts";
 import {
   BACKGROUNDS, COLORS, DIRECTIONS, IMAGE_SIZE, SHAPES, SIZES, cellCentre, clampCentre, place, randomScene,
   randomSpec, RADIUS,

@@ -45,10 +45,12 @@ def clip_normalise(x01: torch.Tensor) -> torch.Tensor:
     return (x01 - mean) / std
 
 
-def encoder_targets(descriptions):
-    """Per image: cells [9, 6] = (present, shape, colour, size, dx, dy); scene [6] = (bg, is_mask, box×4)."""
+def encoder_targets(descriptions, grid: int = 4):
+    """Per image: tokens [grid², 6] = (present, shape, colour, size, dx, dy) for the object whose
+    centre lies in each token's region (offset from the region centre, in image fractions);
+    scene [6] = (bg, is_mask, box×4)."""
     n = len(descriptions)
-    cells = np.zeros((n, 9, 6), dtype=np.float32)
+    cells = np.zeros((n, grid * grid, 6), dtype=np.float32)
     scene = np.zeros((n, 6), dtype=np.float32)
     for i, d in enumerate(descriptions):
         if "mask" in d:
@@ -57,10 +59,10 @@ def encoder_targets(descriptions):
             continue
         scene[i, 0] = d["bg"]
         for o in d["objects"]:
-            c = o["cell"]
-            cx = ((c % 3) + 0.5) / 3
-            cy = ((c // 3) + 0.5) / 3
-            cells[i, c] = (1.0, o["shape"], o["color"], o["size"], o["x"] - cx, o["y"] - cy)
+            gx = min(grid - 1, int(o["x"] * grid))
+            gy = min(grid - 1, int(o["y"] * grid))
+            cx, cy = (gx + 0.5) / grid, (gy + 0.5) / grid
+            cells[i, gy * grid + gx] = (1.0, o["shape"], o["color"], o["size"], o["x"] - cx, o["y"] - cy)
     return torch.from_numpy(cells), torch.from_numpy(scene)
 
 

@@ -18,7 +18,7 @@ def encoder_loss(heads, emb, cells, scene, x01):
     if m.any():
         sel = pc[m]
         tgt = cells[m]
-        loss = loss + F.cross_entropy(sel[:, 1:4], tgt[:, 1].long()) + F.cross_entropy(sel[:, 4:10], tgt[:, 2].long())
+        loss = loss + 2 * F.cross_entropy(sel[:, 1:4], tgt[:, 1].long()) + F.cross_entropy(sel[:, 4:10], tgt[:, 2].long())
         loss = loss + F.cross_entropy(sel[:, 10:12], tgt[:, 3].long()) + 100 * F.mse_loss(sel[:, 12:14], tgt[:, 4:6])
     is_mask = scene[:, 1]
     loss = loss + F.binary_cross_entropy_with_logits(ps[:, 2], is_mask)
@@ -34,7 +34,7 @@ def encoder_loss(heads, emb, cells, scene, x01):
     return loss, pc
 
 
-def train_encoder(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3) -> None:
+def train_encoder(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1.5e-3) -> None:
     log = Log("encoder")
     seed_all(seed)
     split = Split(data_dir)
@@ -67,6 +67,8 @@ def train_encoder(data_dir: str, steps: int, batch: int, seed: int, lr: float = 
         opt.step()
         if step % 100 == 0 or step == steps - 1:
             log(f"step {step}", loss=float(loss), steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed))
+        if step % 500 == 499:
+            log("held-out probe", **evaluate_encoder(enc, heads, split, cells, scene, held[:500]))
         state = {"encoder": enc.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
                  "step": step + 1, "elapsed": time.time() - t0, "config": cfg.__dict__}
         ck.save(state, force=step == steps - 1)

@@ -69,7 +69,11 @@ class VisualEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.cfg = cfg
-        self.patch = nn.Conv2d(3, cfg.width, cfg.patch, cfg.patch)
+        # A convolutional stem as the patch embedding (3 stride-2 convs = 8×8 patches): small shapes
+        # are only ~2 patches wide, and a linear patch embedding learns their outlines too slowly here.
+        self.patch = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 2, 1), nn.GELU(), nn.Conv2d(32, 64, 3, 2, 1), nn.GELU(),
+            nn.Conv2d(64, cfg.width, 3, 2, 1))
         grid = cfg.image_size // cfg.patch
         self.pos = nn.Parameter(torch.randn(1, grid * grid, cfg.width) * 0.02)
         self.blocks = nn.ModuleList([Block(cfg.width, cfg.heads) for _ in range(cfg.layers)])
@@ -91,17 +95,18 @@ class VisualEncoder(nn.Module):
 
 
 class EncoderHeads(nn.Module):
-    """Training-only heads that make the embeddings carry every attribute, position and box."""
+    """Training-only heads that make the embeddings carry every attribute, position and box.
+    The object head is local: each of the 4×4 tokens predicts the object whose centre lies in its
+    16×16-pixel region (presence, shape, colour, size, offset), so every token must describe what
+    it covers; a scene head reads the whole set (background, is-box-mask, box), and a pixel head
+    reconstructs the image at half resolution from the tokens alone."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        flat = cfg.tokens * cfg.dim
-        self.trunk = nn.Sequential(nn.Linear(flat, 512), nn.GELU())
-        # per cell: presence, shape(3), colour(6), size(2), dx, dy; then bg(2), is_mask, box(4)
-        self.cells = nn.Linear(512, 9 * 14)
-        self.scene = nn.Linear(512, 2 + 1 + 4)
-        g = int(math.sqrt(cfg.tokens))
-        self.g = g
+        self.local = nn.Sequential(nn.Linear(cfg.dim, 128), nn.GELU(), nn.Linear(128, 14))
+        self.trunk = nn.Sequential(nn.Linear(cfg.tokens * cfg.dim, 256), nn.GELU())
+        self.scene = nn.Linear(256, 2 + 1 + 4)
+        self.g = int(math.sqrt(cfg.tokens))
         self.recon = nn.Sequential(                       # 4×4 → 32×32 (half-resolution) reconstruction
             nn.Conv2d(cfg.dim, 64, 3, padding=1), nn.GELU(),
             nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(64, 48, 3, padding=1), nn.GELU(),
@@ -110,10 +115,9 @@ class EncoderHeads(nn.Module):
             nn.Conv2d(16, 3, 3, padding=1))
 
     def forward(self, emb):
-        h = self.trunk(emb.flatten(1))
         b = emb.shape[0]
         grid = emb.transpose(1, 2).reshape(b, -1, self.g, self.g)
-        return self.cells(h).reshape(b, 9, 14), self.scene(h), torch.tanh(self.recon(grid))
+        return self.local(emb), self.scene(self.trunk(emb.flatten(1))), torch.tanh(self.recon(grid))
 
 
 # ---------------------------------------------------------------- language model
@@ -258,10 +262,12 @@ class Autoencoder(nn.Module):
             nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.SiLU(),
             nn.Conv2d(64, 64, 4, stride=2, padding=1),
             ResBlock(64, 64), nn.GroupNorm(8, 64), nn.SiLU(), nn.Conv2d(64, c, 1))
+        # The work happens at 16×16; the two upsampling stages are a conv + PixelShuffle each
+        # (ResBlocks at 32² and 64² cost 5× more per step on a CPU for little fidelity).
         self.decoder = nn.Sequential(
             nn.Conv2d(c, 96, 3, padding=1), ResBlock(96, 96), ResBlock(96, 96),
-            nn.Conv2d(96, 4 * 64, 3, padding=1), nn.PixelShuffle(2), ResBlock(64, 64),
-            nn.Conv2d(64, 4 * 32, 3, padding=1), nn.PixelShuffle(2), ResBlock(32, 32),
+            nn.Conv2d(96, 4 * 64, 3, padding=1), nn.PixelShuffle(2), nn.SiLU(),
+            nn.Conv2d(64, 4 * 32, 3, padding=1), nn.PixelShuffle(2),
             nn.GroupNorm(8, 32), nn.SiLU(), nn.Conv2d(32, 3, 3, padding=1))
         # Per-channel latent statistics (set after training): the diffusion model works on
         # (z - mean) / std, and the exported vae_decoder undoes it first.

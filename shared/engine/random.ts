@@ -1,6 +1,6 @@
 /**
- * Deterministic random numbers for the Shapes world. Every example is drawn from its own stream,
- * seeded by (split, task, index), so any single case can be regenerated without the ones before it.
+ * Deterministic, seedable random numbers (sfc32): sampling in the engines (same seed → same output on
+ * every platform, unlike Math.random) and the Shapes world's per-example streams.
  */
 export class Rng {
   private a: number;
@@ -56,6 +56,13 @@ export class Rng {
   pick<T>(items: readonly T[]): T {
     if (items.length === 0) throw new Error("pick from an empty list");
     return items[this.int(items.length)] as T;
+  }
+
+  /** Standard normal (Box–Muller). */
+  gaussian(): number {
+    let u = 0;
+    while (u === 0) u = this.float();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.float());
   }
 
   /** Index drawn with the given (unnormalised) weights. */

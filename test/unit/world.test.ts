@@ -1,0 +1,110 @@
+/**
+ * The Shapes world: determinism, split separation, language coverage of the vocabulary, and the
+ * independent checkers (pixel judge, caption parser, scorer) scoring ground truth as fully right.
+ */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EmuTokenizer } from "../../shared/engine/tokenizer.ts";
+import { analyseImage, judgeImage } from "../../models/world/checker.ts";
+import { writeDataset } from "../../models/world/dataset.ts";
+import { caption } from "../../models/world/language.ts";
+import { renderScene } from "../../models/world/render.ts";
+import { cellOf } from "../../models/world/scene.ts";
+import { captionCorrect, scoreEvalDir, videoDirectionCorrect } from "../../models/world/score.ts";
+import { TASKS, World, type Expectation } from "../../models/world/tasks.ts";
+
+const tokenizer = new EmuTokenizer(JSON.parse(readFileSync(join(import.meta.dirname, "../../models/emu2-tiny/tokenizer.json"), "utf8")) as object);
+
+describe("Shapes world", () => {
+  it("draws the same example for the same (split, task, index), and different ones across splits", () => {
+    for (const task of TASKS) {
+      const a = JSON.stringify(new World("train").example(task, 17));
+      assert.equal(a, JSON.stringify(new World("train").example(task, 17)), task);
+      assert.notEqual(a, JSON.stringify(new World("eval").example(task, 17)), task);
+    }
+  });
+
+  it("says everything in words the tokenizer knows", () => {
+    const unk = tokenizer.id("[UNK]");
+    const world = new World("eval");
+    for (const task of TASKS) {
+      for (let i = 0; i < 300; i++) {
+        for (const s of world.example(task, i).segments) {
+          if (s.kind === "text") assert.ok(!tokenizer.encode(s.text).includes(unk), `${task} #${i}: ${s.text}`);
+        }
+      }
+    }
+  });
+
+  it("pixel checker reads every attribute of real renders", () => {
+    const world = new World("eval");
+    for (let i = 0; i < 600; i++) {
+      const scene = world.poolScene("scenes", i);
+      const a = analyseImage(renderScene(scene));
+      assert.equal(a.background, scene.background);
+      assert.equal(a.objects.length, scene.objects.length, `scene ${i}`);
+      scene.objects.forEach((o, k) => {
+        const d = a.objects[k];
+        assert.deepEqual([d?.shape, d?.color, d?.size, d?.cell], [o.shape, o.color, o.size, cellOf(o.x, o.y)], `scene ${i}`);
+      });
+      assert.ok(captionCorrect(caption(scene), scene));
+    }
+  });
+
+  it("pixel checker rejects wrong images", () => {
+    const world = new World("eval");
+    const scene = world.poolScene("singles", 3);
+    const o = scene.objects[0];
+    assert.ok(o);
+    const img = renderScene(scene);
+    assert.equal(judgeImage(img, { shape: o.shape, color: o.color, cell: cellOf(o.x, o.y) }).ok, true);
+    assert.equal(judgeImage(img, { shape: o.shape, color: o.color, cell: (cellOf(o.x, o.y) + 1) % 9 }).ok, false);
+    assert.equal(judgeImage(new Uint8Array(64 * 64 * 3), { shape: o.shape, color: o.color, cell: 0 }).ok, false);
+  });
+
+  it("few-shot episodes with ≥ 2 shots show the query's label among the demonstrations", () => {
+    const world = new World("eval");
+    for (let i = 0; i < 200; i++) {
+      const ex = world.fewshot(i, 2 + 2 * (i % 2));
+      const e = ex.expect as Extract<Expectation, { kind: "fewshot" }>;
+      assert.ok(e.labels.includes(e.answer), `episode ${i}`);
+    }
+  });
+
+  it("scores ground-truth outputs as fully right (and a wrong video direction as wrong)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "emu-world-"));
+    try {
+      await writeDataset({ split: "eval", outDir: dir, tokenizer, tokensPerImage: 16, counts: Object.fromEntries(TASKS.map((t) => [t, 12])), fewshotShots: [2, 4] });
+      const images = readFileSync(join(dir, "images.u8"));
+      const outputs: string[] = [];
+      const gen: Buffer[] = [];
+      let k = 0;
+      for (const task of TASKS) {
+        const rows = readFileSync(join(dir, `${task}.jsonl`), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { ids: number[]; images: number[]; gen: boolean[]; prompt: number });
+        rows.forEach((r, line) => {
+          const generated = r.images.filter((_, i) => r.gen[i]);
+          if (generated.length === 0) {
+            outputs.push(JSON.stringify({ task, line, ids: r.ids.slice(r.prompt) }));
+            return;
+          }
+          const ks = generated.map((img) => { gen.push(images.subarray(img * 12288, (img + 1) * 12288)); return k++; });
+          outputs.push(JSON.stringify(task === "video" ? { task, line, frames: ks } : { task, line, image: ks[0] }));
+        });
+      }
+      writeFileSync(join(dir, "outputs.jsonl"), outputs.join("\n") + "\n");
+      writeFileSync(join(dir, "outputs.u8"), Buffer.concat(gen));
+      const { rows } = scoreEvalDir(dir, tokenizer);
+      assert.ok(rows.length >= 9);
+      for (const r of rows) assert.equal(r.accuracy, 1, `${r.capability}: ${r.correct}/${r.n}`);
+      const frames = new World("eval").example("video", 0).segments.flatMap((s) => (s.kind === "generate" && s.image.kind === "scene" ? [renderScene(s.image.scene)] : []));
+      const want = (new World("eval").example("video", 0).expect as Extract<Expectation, { kind: "video" }>).direction;
+      assert.equal(videoDirectionCorrect(frames, want), true);
+      assert.equal(videoDirectionCorrect([...frames].reverse(), want), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
