@@ -36,16 +36,16 @@ def main() -> None:
         embed_split(a.data)
     elif a.stage == "autoencoder":
         from emu_tiny.decoder import train_autoencoder
-        train_autoencoder(a.data, a.steps or 2500, a.batch or 32, a.seed)
+        train_autoencoder(a.data, a.steps or 2000, a.batch or 32, a.seed)
     elif a.stage == "unet":
         from emu_tiny.decoder import train_unet
-        train_unet(a.data, a.steps or 3000, a.batch or 64, a.seed)
+        train_unet(a.data, a.steps or 2500, a.batch or 64, a.seed)
     elif a.stage == "direct":
         from emu_tiny.decoder import train_direct
         train_direct(a.data, a.steps or 2000, a.batch or 64, a.seed)
     elif a.stage == "lm":
         from emu_tiny.lm import train_lm
-        train_lm(a.data, a.steps or 20000, a.batch or 64, a.seed)
+        train_lm(a.data, a.steps or 14000, a.batch or 64, a.seed)
 
 
 if __name__ == "__main__":

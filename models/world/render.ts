@@ -3,6 +3,7 @@ import {
   BACKGROUND_RGB, IMAGE_SIZE, PALETTE, RADIUS, SQUARE_HALF,
   type BoxMask, type Scene, type ShapeObject,
 } from "./scene.ts";
+import { renderBoxMask as drawBoxMask } from "../../shared/engine/image-codec.ts";
 
 const SUB = 4;
 
@@ -58,20 +59,7 @@ export function renderScene(scene: Scene, size = IMAGE_SIZE): Uint8Array {
   return img;
 }
 
-/** Emu2's grounding mask: black image, white rectangle outline (cv2.rectangle style) at the box. */
+/** Emu2's grounding mask, drawn exactly as the engines draw it for a request's box. */
 export function renderBoxMask(mask: BoxMask, size = IMAGE_SIZE): Uint8Array {
-  const img = new Uint8Array(size * size * 3);
-  const [bx0, by0, bx1, by1] = mask.box;
-  const x0 = Math.round(bx0 * (size - 1));
-  const y0 = Math.round(by0 * (size - 1));
-  const x1 = Math.round(bx1 * (size - 1));
-  const y1 = Math.round(by1 * (size - 1));
-  const t = Math.max(1, mask.thicknessPx);
-  for (let y = y0; y <= y1; y++) {
-    for (let x = x0; x <= x1; x++) {
-      const edge = x - x0 < t || x1 - x < t || y - y0 < t || y1 - y < t;
-      if (edge) img.fill(255, (y * size + x) * 3, (y * size + x) * 3 + 3);
-    }
-  }
-  return img;
+  return drawBoxMask(mask.box, size, size, mask.thicknessPx).data;
 }

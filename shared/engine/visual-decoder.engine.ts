@@ -76,6 +76,11 @@ export class VisualDecoderEngine {
   }
 
   async decode(req: DecodeRequest): Promise<RgbImage[]> {
+    return toImages(await this.decodeRaw(req));
+  }
+
+  /** The decoder's float output [B,3,H,W] in [-1,1] (parity checks compare this). */
+  async decodeRaw(req: DecodeRequest): Promise<HostTensor> {
     const name = req.decoder ?? this.defaultDecoder;
     const cfg = this.config(name);
     const n = req.count;
@@ -86,12 +91,12 @@ export class VisualDecoderEngine {
       if (req.signal?.aborted) throw new AbortedError();
       const out = await this.graph(cfg.file).run({ encoder_hidden_states: { dtype: "float32", dims: ctxDims, data: req.embeddings } });
       req.onProgress?.(1, 1);
-      return toImages(out.image as HostTensor);
+      return out.image as HostTensor;
     }
     return this.diffuse(cfg, req);
   }
 
-  private async diffuse(cfg: DiffusionConfig, req: DecodeRequest): Promise<RgbImage[]> {
+  private async diffuse(cfg: DiffusionConfig, req: DecodeRequest): Promise<HostTensor> {
     const n = req.count;
     const steps = req.steps ?? cfg.default_steps;
     const guidance = req.guidanceScale ?? cfg.default_guidance;
@@ -156,7 +161,7 @@ export class VisualDecoderEngine {
     }
     if (cfg.scaling_factor !== 1) x = x.map((v) => v / cfg.scaling_factor);
     const img = await this.graph(cfg.vae_decoder).run({ latent: { dtype: "float32", dims: [n, c, h, w], data: x } });
-    return toImages(img.image as HostTensor);
+    return img.image as HostTensor;
   }
 }
 
