@@ -238,7 +238,10 @@ export class World {
     let changeColor = rng.bool(0.6);
     let changeCell = rng.bool(0.6);
     const changeSize = rng.bool(0.25);
-    if (!changeColor && !changeCell) (rng.bool() ? (changeColor = true) : (changeCell = true));
+    if (!changeColor && !changeCell) {
+      if (rng.bool()) changeColor = true;
+      else changeCell = true;
+    }
     const color = changeColor ? rng.pick(COLORS.filter((c) => c !== o.color)) : o.color;
     const cell = changeCell ? rng.pick([0, 1, 2, 3, 4, 5, 6, 7, 8].filter((c) => c !== srcCell)) : srcCell;
     const size = changeSize ? (o.size === "large" ? "small" : "large") : o.size;
