@@ -36,7 +36,7 @@ def main() -> None:
         embed_split(a.data)
     elif a.stage == "autoencoder":
         from emu_tiny.decoder import train_autoencoder
-        train_autoencoder(a.data, a.steps or 2000, a.batch or 32, a.seed)
+        train_autoencoder(a.data, a.steps or 1200, a.batch or 32, a.seed)
     elif a.stage == "unet":
         from emu_tiny.decoder import train_unet
         train_unet(a.data, a.steps or 2500, a.batch or 64, a.seed)
