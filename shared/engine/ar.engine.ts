@@ -322,6 +322,15 @@ export class ArBatch {
     await this.consume(newRows, (r) => out.logits.subarray((r * t + t - 1) * v, (r * t + t) * v), (r) => out.visual.subarray((r * t + t - 1) * d, (r * t + t) * d), true);
   }
 
+  /** Rejects every row (an engine failure) and empties the batch. */
+  failAll(err: unknown): void {
+    for (const r of this.rows) r.reject(err);
+    for (const j of this.joining) j.row.reject(err);
+    this.rows = [];
+    this.joining = [];
+    this.cache = this.engine.lm.emptyCache(0);
+  }
+
   /** One decoding step for every row (after admitting queued requests). */
   async step(): Promise<void> {
     await this.admit();
