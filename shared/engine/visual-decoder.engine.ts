@@ -7,7 +7,7 @@ import type { Manifest } from "./model-package.ts";
 import type { Graph, HostTensor } from "./onnx-session.adapter.ts";
 import type { RgbImage } from "./image-codec.ts";
 import { Rng } from "./random.ts";
-import { createScheduler, type SchedulerConfig } from "./schedulers.ts";
+import { createScheduler, type Scheduler, type SchedulerConfig } from "./schedulers.ts";
 import { AbortedError } from "./ar.engine.ts";
 
 export type DecoderName = string;
@@ -97,13 +97,90 @@ export class VisualDecoderEngine {
   }
 
   private async diffuse(cfg: DiffusionConfig, req: DecodeRequest): Promise<HostTensor> {
+    const run = this.startDiffusion(req);
+    while (!run.done) await this.stepDiffusion([run]);
+    return this.finishDiffusion(run);
+  }
+
+  /** Prepares a diffusion run (noise, scheduler, contexts) that `stepDiffusion` advances. */
+  startDiffusion(req: DecodeRequest): DiffusionRun {
+    const name = req.decoder ?? this.defaultDecoder;
+    const cfg = this.config(name);
+    if (typeof cfg === "string" || cfg.type !== "diffusion") throw new DecoderRequestError(`decoder "${name}" is not a diffusion decoder`);
+    return new DiffusionRun(cfg, req, this.tokens, this.dim);
+  }
+
+  /**
+   * One denoising step for several runs in a single UNet call (rows of different requests, at
+   * different timesteps, side by side): how the decoder stage batches concurrent requests.
+   */
+  async stepDiffusion(runs: DiffusionRun[]): Promise<void> {
+    const live = runs.filter((r) => !r.done);
+    if (live.length === 0) return;
+    for (const r of live) if (r.req.signal?.aborted) throw new AbortedError();
+    const cfg = live[0]!.cfg;
+    if (live.some((r) => r.cfg !== cfg)) throw new Error("runs of one UNet call must share a decoder");
+    const [c, h, w] = cfg.latent_shape;
+    const inputs = live.map((r) => r.unetInput());
+    const rows = inputs.reduce((s, i) => s + i.rows, 0);
+    const cat = (parts: Float32Array[]): Float32Array => {
+      const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+      let o = 0;
+      for (const p of parts) { out.set(p, o); o += p.length; }
+      return out;
+    };
+    const feeds: Record<string, HostTensor> = {
+      sample: { dtype: "float32", dims: [rows, c, h, w], data: cat(inputs.map((i) => i.sample)) },
+      timestep: { dtype: "float32", dims: [rows], data: cat(inputs.map((i) => i.timestep)) },
+      encoder_hidden_states: { dtype: "float32", dims: [rows, this.tokens, this.dim], data: cat(live.map((r) => r.ctx)) },
+    };
+    if (cfg.pooled_input) feeds.pooled = { dtype: "float32", dims: [rows, this.dim], data: cat(live.map((r) => r.pooled)) };
+    if (cfg.time_ids) {
+      const ids = new Float32Array(rows * cfg.time_ids.length);
+      for (let r = 0; r < rows; r++) ids.set(cfg.time_ids, r * cfg.time_ids.length);
+      feeds.time_ids = { dtype: "float32", dims: [rows, cfg.time_ids.length], data: ids };
+    }
+    const out = ((await this.graph(cfg.unet).run(feeds)).model_output as HostTensor).data as Float32Array;
+    let offset = 0;
+    const size = c * h * w;
+    live.forEach((r, k) => {
+      const n = inputs[k]!.rows;
+      r.applyOutput(out.subarray(offset * size, (offset + n) * size));
+      offset += n;
+    });
+  }
+
+  /** VAE-decodes a finished run: its images as [n,3,H,W] in [-1,1]. */
+  async finishDiffusion(run: DiffusionRun): Promise<HostTensor> {
+    const [c, h, w] = run.cfg.latent_shape;
+    let x = run.x;
+    if (run.cfg.scaling_factor !== 1) x = x.map((v) => v / run.cfg.scaling_factor);
+    const img = await this.graph(run.cfg.vae_decoder).run({ latent: { dtype: "float32", dims: [run.count, c, h, w], data: x } });
+    return img.image as HostTensor;
+  }
+}
+
+/** The state of one diffusion request between denoising steps. */
+export class DiffusionRun {
+  readonly count: number;
+  readonly guidance: number;
+  readonly ctx: Float32Array;
+  readonly pooled: Float32Array;
+  private readonly scheduler: Scheduler;
+  private readonly guided: boolean;
+  x: Float32Array;
+  step = 0;
+
+  constructor(readonly cfg: DiffusionConfig, readonly req: DecodeRequest, tokens: number, dim: number) {
     const n = req.count;
+    this.count = n;
     const steps = req.steps ?? cfg.default_steps;
-    const guidance = req.guidanceScale ?? cfg.default_guidance;
+    this.guidance = req.guidanceScale ?? cfg.default_guidance;
     if (!Number.isInteger(steps) || steps < 1 || steps > cfg.scheduler.train_timesteps) {
       throw new DecoderRequestError(`steps must be an integer from 1 to ${cfg.scheduler.train_timesteps}`);
     }
-    const scheduler = createScheduler(cfg.scheduler as SchedulerConfig, steps);
+    if (!(this.guidance >= 0) || this.guidance > 100) throw new DecoderRequestError("guidance_scale must be between 0 and 100");
+    this.scheduler = createScheduler(cfg.scheduler as SchedulerConfig, steps);
     const [c, h, w] = cfg.latent_shape;
     const size = c * h * w;
     let x: Float32Array = new Float32Array(n * size);
@@ -114,54 +191,60 @@ export class VisualDecoderEngine {
       const rng = new Rng(req.seed ?? 0);
       for (let i = 0; i < x.length; i++) x[i] = rng.gaussian();
     }
-    if (scheduler.initNoiseSigma !== 1) x = x.map((v) => v * scheduler.initNoiseSigma);
-    const guided = guidance !== 1;
-    const tokSize = this.tokens * this.dim;
-    const ctx = new Float32Array((guided ? 2 : 1) * n * tokSize);
+    if (this.scheduler.initNoiseSigma !== 1) x = x.map((v) => v * this.scheduler.initNoiseSigma);
+    this.x = x;
+    this.guided = this.guidance !== 1;
+    const tokSize = tokens * dim;
+    const ctx = new Float32Array((this.guided ? 2 : 1) * n * tokSize);
     ctx.set(req.embeddings);
-    if (guided) {
+    if (this.guided) {
       if (!req.negative || req.negative.length !== tokSize) throw new Error("guidance needs the unconditional embeddings (tokens × dim)");
       for (let i = 0; i < n; i++) ctx.set(req.negative, (n + i) * tokSize);
     }
-    const rows = guided ? 2 * n : n;
-    const pooled = new Float32Array(rows * this.dim);
+    this.ctx = ctx;
+    const rows = this.guided ? 2 * n : n;
+    const pooled = new Float32Array(rows * dim);
     for (let r = 0; r < rows; r++) {
-      for (let t = 0; t < this.tokens; t++) {
-        for (let d = 0; d < this.dim; d++) pooled[r * this.dim + d] = (pooled[r * this.dim + d] as number) + (ctx[r * tokSize + t * this.dim + d] as number) / this.tokens;
+      for (let t = 0; t < tokens; t++) {
+        for (let d = 0; d < dim; d++) pooled[r * dim + d] = (pooled[r * dim + d] as number) + (ctx[r * tokSize + t * dim + d] as number) / tokens;
       }
     }
-    const unet = this.graph(cfg.unet);
-    for (let i = 0; i < scheduler.timesteps.length; i++) {
-      if (req.signal?.aborted) throw new AbortedError();
-      const xin = scheduler.scaleInput(x, i);
-      const sample = guided ? concat(xin, xin) : xin;
-      const feeds: Record<string, HostTensor> = {
-        sample: { dtype: "float32", dims: [rows, c, h, w], data: sample },
-        timestep: { dtype: "float32", dims: [rows], data: new Float32Array(rows).fill(scheduler.timesteps[i] as number) },
-        encoder_hidden_states: { dtype: "float32", dims: [rows, this.tokens, this.dim], data: ctx },
-      };
-      if (cfg.pooled_input) feeds.pooled = { dtype: "float32", dims: [rows, this.dim], data: pooled };
-      if (cfg.time_ids) {
-        const ids = new Float32Array(rows * cfg.time_ids.length);
-        for (let r = 0; r < rows; r++) ids.set(cfg.time_ids, r * cfg.time_ids.length);
-        feeds.time_ids = { dtype: "float32", dims: [rows, cfg.time_ids.length], data: ids };
+    this.pooled = pooled;
+  }
+
+  get totalSteps(): number {
+    return this.scheduler.timesteps.length;
+  }
+
+  get done(): boolean {
+    return this.step >= this.scheduler.timesteps.length;
+  }
+
+  /** This run's UNet rows for the current step: [cond…, uncond…] when guided. */
+  unetInput(): { rows: number; sample: Float32Array; timestep: Float32Array } {
+    const xin = this.scheduler.scaleInput(this.x, this.step);
+    const rows = this.guided ? 2 * this.count : this.count;
+    return {
+      rows,
+      sample: this.guided ? concat(xin, xin) : xin,
+      timestep: new Float32Array(rows).fill(this.scheduler.timesteps[this.step] as number),
+    };
+  }
+
+  /** Applies the UNet output of this run's rows: guidance, then the scheduler's update. */
+  applyOutput(o: Float32Array): void {
+    const size = this.x.length;
+    let eps: Float32Array = o;
+    if (this.guided) {
+      eps = new Float32Array(size);
+      for (let k = 0; k < size; k++) {
+        const u = o[size + k] as number;
+        eps[k] = u + this.guidance * ((o[k] as number) - u);
       }
-      const out = (await unet.run(feeds)).model_output as HostTensor;
-      const o = out.data as Float32Array;
-      let eps: Float32Array = o;
-      if (guided) {
-        eps = new Float32Array(n * size);
-        for (let k = 0; k < n * size; k++) {
-          const u = o[n * size + k] as number;
-          eps[k] = u + guidance * ((o[k] as number) - u);
-        }
-      }
-      x = scheduler.step(eps, i, x);
-      req.onProgress?.(i + 1, scheduler.timesteps.length);
     }
-    if (cfg.scaling_factor !== 1) x = x.map((v) => v / cfg.scaling_factor);
-    const img = await this.graph(cfg.vae_decoder).run({ latent: { dtype: "float32", dims: [n, c, h, w], data: x } });
-    return img.image as HostTensor;
+    this.x = this.scheduler.step(eps, this.step, this.x);
+    this.step++;
+    this.req.onProgress?.(this.step, this.scheduler.timesteps.length);
   }
 }
 
