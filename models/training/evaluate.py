@@ -194,7 +194,9 @@ def write_e2e(file, run, split, nets, vae, uncond):
     noise = torch.randn((1, nets.unet.cfg.latent_channels, nets.ae.cfg.latent_size, nets.ae.cfg.latent_size), generator=g)
     img = ddim_sample(nets.unet, vae, toks[None], uncond[None], 20, 2.0, noise)
     cases["e2e_t2i"] = {"graph": "e2e:image", "inputs": {
-        "input_ids": torch.tensor(r["ids"][: r["prompt"]]), "noise": noise, "steps": torch.tensor([20]), "guidance_scale": torch.tensor([2.0])},
+        # The sequence as the engines receive it: the prompt then [IMG] (the regression continues from there).
+        "input_ids": torch.tensor(r["ids"][: r["prompt"]] + [split.special["[IMG]"]]), "noise": noise,
+        "steps": torch.tensor([20]), "guidance_scale": torch.tensor([2.0])},
         "outputs": {"regressed": toks, "negative": uncond, "image": img}}
     torch.save(cases, file)
 
