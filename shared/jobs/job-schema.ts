@@ -90,6 +90,8 @@ export const jobSchema = z.object({
   error: z.object({ code: z.string(), message: z.string() }).nullable(),
   metrics: z.record(z.string(), z.number()),
   metadata: z.record(z.string(), z.unknown()).optional(),
+  webhook: z.string().optional(),
+  webhook_events_filter: z.array(z.enum(WEBHOOK_EVENTS)).optional(),
   urls: z.object({ get: z.string(), cancel: z.string(), events: z.string() }),
 });
 export type Job = z.infer<typeof jobSchema>;
