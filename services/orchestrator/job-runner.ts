@@ -36,7 +36,17 @@ function codeOf(err: unknown): string {
 const now = (): string => new Date().toISOString();
 
 export class JobRunner {
+  /** Running jobs of this process, by id: a cancel request aborts the plan through these. */
+  private readonly running = new Map<string, AbortController>();
+
   constructor(private readonly opts: JobRunnerOptions) {}
+
+  /** Aborts a job running in this process (wired to the job store's cancel channel). */
+  cancel(jobId: string): boolean {
+    const ac = this.running.get(jobId);
+    ac?.abort();
+    return !!ac;
+  }
 
   private async notify(job: Job, event: "started" | "output" | "completed"): Promise<void> {
     if (!job.webhook) return;
@@ -77,8 +87,13 @@ export class JobRunner {
     const isMessages = input.length > 0 && typeof input[0] === "object" && input[0] !== null && "role" in (input[0] as object);
     const request = { task: job.task, params: job.params, ...(isMessages ? { messages: input } : { input }) } as Parameters<Pipeline["run"]>[1];
     let lastProgressWrite = 0;
+    const ac = new AbortController();
+    ctx.signal.addEventListener("abort", () => ac.abort(), { once: true });
+    this.running.set(id, ac);
+    // A cancel that arrived between the check above and registering is caught here.
+    if (await store.isCancelRequested(id)) ac.abort();
     try {
-      const result = await pipeline.run(id, request, ctx.signal, {
+      const result = await pipeline.run(id, request, ac.signal, {
         status: (stage) => void store.appendEvent(id, "status", { status: "running", stage }),
         token: (text) => void store.appendEvent(id, "token", { text }),
         progress: (stage, step, total) => {
@@ -99,7 +114,7 @@ export class JobRunner {
       await this.notify(done, "output");
     } catch (err) {
       const code = codeOf(err);
-      if (code === "canceled" || (ctx.signal.aborted && (await store.isCancelRequested(id)))) {
+      if (code === "canceled" || (ac.signal.aborted && (await store.isCancelRequested(id)))) {
         await this.finish(id, { status: "canceled", error: null }, "done");
         return;
       }
@@ -116,6 +131,8 @@ export class JobRunner {
         await store.appendEvent(id, "status", { status: "queued", retrying: true, code });
       }
       throw err;
+    } finally {
+      this.running.delete(id);
     }
   }
 }

@@ -78,6 +78,17 @@ function fromServiceError(err: ServiceError, stage: string): Error {
   return new StageCallError("stage_error", `${stage}: ${err.details || err.message}`, err.code);
 }
 
+function throwIfAborted(signal: AbortSignal | undefined, stage: string): void {
+  if (signal?.aborted) throw new StageCallError("canceled", `${stage} call canceled`, Status.CANCELLED);
+}
+
+/** Cancels `call` when `signal` aborts — also when it already has (a listener alone would never fire). */
+function linkAbort(signal: AbortSignal | undefined, call: Cancellable): void {
+  if (!signal) return;
+  if (signal.aborted) call.cancel();
+  else signal.addEventListener("abort", () => call.cancel(), { once: true });
+}
+
 export class StageClients {
   private readonly encoder: GrpcClient;
   private readonly reasoner: GrpcClient;
@@ -107,6 +118,7 @@ export class StageClients {
     this.inFlight.encoder++;
     try {
       await this.ready(this.encoder, "encoder");
+      throwIfAborted(signal, "encoder");
       const request = { images: images.map((s) => (s.kind === "bytes" ? { encoded: s.data } : { box_mask: { box: s.box } })) };
       // Encode is idempotent: retry once on a transient failure.
       for (let attempt = 0; ; attempt++) {
@@ -114,7 +126,7 @@ export class StageClients {
           const res = await new Promise<{ embeddings: WireTensor }>((resolve, reject) => {
             const call = (this.encoder as unknown as { Encode: (r: object, o: object, cb: (e: ServiceError | null, r?: { embeddings: WireTensor }) => void) => Cancellable })
               .Encode(request, this.callOptions(), (err, r) => (err ? reject(err) : resolve(r!)));
-            signal?.addEventListener("abort", () => call.cancel(), { once: true });
+            linkAbort(signal, call);
           });
           const t = fromWire(res.embeddings, { dtype: "float32", rank: 3 });
           return { count: t.dims[0] as number, tokens, dim, data: t.data as Float32Array };
@@ -133,6 +145,7 @@ export class StageClients {
     this.inFlight.reasoner++;
     try {
       await this.ready(this.reasoner, "reasoner");
+      throwIfAborted(c.signal, "reasoner");
       return await new Promise<ReasonResult>((resolve, reject) => {
         const frames = c.mode === "video" ? c.frames ?? 1 : c.mode === "image" ? 1 : 0;
         const visual = new Float32Array(frames * tokens * dim);
@@ -143,7 +156,7 @@ export class StageClients {
             image_embeddings: c.images.count ? floatsToWire(c.images.data, [c.images.count, tokens, dim]) : undefined,
             sampling: c.sampling ?? {}, frames: c.frames ?? 0, include_negative: !!c.includeNegative,
           }, this.callOptions());
-        c.signal?.addEventListener("abort", () => stream.cancel(), { once: true });
+        linkAbort(c.signal, stream);
         let done: ReasonResult | null = null;
         stream.on("data", (e) => {
           if (e.token) c.onToken?.(Number(e.token.id), e.token.text);
@@ -173,6 +186,7 @@ export class StageClients {
     this.inFlight.decoder++;
     try {
       await this.ready(this.decoder, "decoder");
+      throwIfAborted(c.signal, "decoder");
       return await new Promise<RgbImage[]>((resolve, reject) => {
         const images: RgbImage[] = [];
         const stream = (this.decoder as unknown as { Decode: (r: object, o: object) => StreamLike<{ progress?: { step: number; total: number }; image?: { index: number; width: number; height: number; rgb: Uint8Array } }> })
@@ -181,7 +195,7 @@ export class StageClients {
             negative: c.negative ? floatsToWire(c.negative, [tokens, dim]) : undefined,
             decoder: c.decoder ?? "", steps: c.steps, guidance_scale: c.guidanceScale, seed: c.seed ?? 0,
           }, this.callOptions());
-        c.signal?.addEventListener("abort", () => stream.cancel(), { once: true });
+        linkAbort(c.signal, stream);
         stream.on("data", (e) => {
           if (e.progress) c.onProgress?.(e.progress.step, e.progress.total);
           if (e.image) images[e.image.index] = { width: e.image.width, height: e.image.height, data: new Uint8Array(e.image.rgb) };

@@ -57,7 +57,7 @@ describe("orchestrator workers", () => {
     jobWorker = new TypedWorker("jobs", (p, ctx) => runner.handleJob(p, ctx), { connection: conn(true), prefix, concurrency: 4 });
     hookWorker = new TypedWorker("webhooks", (p, ctx) => handleWebhook(p, ctx, { secret, egressAllowHosts: ["127.0.0.1"], log }), { connection: conn(true), prefix, concurrency: 4 });
     const sub = conn();
-    await store.onCancel(sub, (id) => jobWorker.cancel(id));
+    await store.onCancel(sub, (id) => runner.cancel(id));
     receiver = createServer((req, res) => {
       let body = "";
       req.on("data", (c: Buffer) => { body += c.toString(); });
