@@ -151,7 +151,7 @@ class RMSNorm(nn.Module):
 def rope(x, pos, theta):
     """Rotary embedding (LLaMA's rotate-half form). x [B,h,T,d], pos [B,T] int64."""
     d = x.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    inv = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d))
     ang = pos.to(torch.float32).unsqueeze(-1) * inv                 # [B,T,d/2]
     cos = torch.cat([ang.cos(), ang.cos()], -1).unsqueeze(1)
     sin = torch.cat([ang.sin(), ang.sin()], -1).unsqueeze(1)
@@ -207,10 +207,11 @@ class CausalLM(nn.Module):
         total = p + t
         # Causal over the full (past + new) length, and padded positions masked out. A finite
         # minimum (not -inf) keeps fully padded rows free of NaN.
-        q_idx = torch.arange(t).unsqueeze(1) + p
-        k_idx = torch.arange(total).unsqueeze(0)
+        dev = inputs_embeds.device
+        q_idx = torch.arange(t, device=dev).unsqueeze(1) + p
+        k_idx = torch.arange(total, device=dev).unsqueeze(0)
         allowed = (k_idx <= q_idx).unsqueeze(0) & attention_mask[:, None, :].bool()
-        bias = torch.zeros(b, 1, t, total).masked_fill(~allowed.unsqueeze(1), torch.finfo(torch.float32).min)
+        bias = torch.zeros(b, 1, t, total, device=dev).masked_fill(~allowed.unsqueeze(1), torch.finfo(torch.float32).min)
         x = inputs_embeds
         present = []
         for layer, (pk, pv) in zip(self.layers, past):
