@@ -123,7 +123,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
     split = Split(a.eval)
-    nets = load_trained()
+    nets = load_trained(require_direct=a.decoder == "direct")
     run = Runner(nets, split)
     vae = VaeDecoder(nets.ae).eval()
     direct = DirectDecoder(nets.direct_head, nets.ae).eval()

@@ -24,7 +24,7 @@ class Networks:
             m.eval()
 
 
-def load_trained() -> Networks:
+def load_trained(require_direct: bool = True) -> Networks:
     e = torch.load(path("encoder.pt"), map_location="cpu")
     enc = VisualEncoder(EncoderConfig(**e["config"])); enc.load_state_dict(e["encoder"])
     l = torch.load(path("lm.pt"), map_location="cpu")
@@ -33,6 +33,9 @@ def load_trained() -> Networks:
     ae = Autoencoder(AEConfig(**a["config"])); ae.load_state_dict(a["ae"])
     u = torch.load(path("unet.pt"), map_location="cpu")
     unet = LatentUNet(UNetConfig(**u["config"])); unet.load_state_dict(u["unet"])
+    if not require_direct and not os.path.exists(path("direct.pt")):
+        # Evaluating the diffusion decoder while the direct head still trains.
+        return Networks(enc, lm, ae, unet, DirectHead(UNetConfig(**u["config"]), tokens=enc.cfg.tokens), u["null"])
     d = torch.load(path("direct.pt"), map_location="cpu")
     head = DirectHead(UNetConfig(**d["config"]), tokens=d["tokens"]); head.load_state_dict(d["head"])
     return Networks(enc, lm, ae, unet, head, u["null"])
