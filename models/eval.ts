@@ -65,7 +65,9 @@ export async function evaluate(opts: EvalOptions): Promise<{ rows: ScoreRow[]; m
       for (const r of rows) {
         const inputs = r.images.filter((_, i) => !r.gen[i]);
         const images = await model.encoder!.encodePrepared(inputs.map(imageAt));
-        const ids = r.ids.slice(0, r.prompt);
+        // The world's prompt stops before the generated image; image mode continues from `[IMG]`
+        // (as SequenceBuilder.build("image") ends), video mode from `[VIDEO]`.
+        const ids = mode === "image" ? [...r.ids.slice(0, r.prompt), model.builder.ids.imgStart] : r.ids.slice(0, r.prompt);
         pending.push(batch.add({
           sequence: { ids, images: inputs.map(() => ({ kind: "bytes" as const, data: new Uint8Array(0) })) },
           images, mode, frames, text: { maxNewTokens: 40 },

@@ -35,7 +35,7 @@ describe("schedulers", () => {
       // Start at the first timestep's marginal for this (x0, eps) pair, in the scheduler's own scaling.
       const t0 = s.timesteps[0]!;
       const a = ac[t0]!;
-      let x = Float32Array.from(x0, (v, i) => Math.sqrt(a) * v + Math.sqrt(1 - a) * eps[i]!);
+      let x: Float32Array = Float32Array.from(x0, (v, i) => Math.sqrt(a) * v + Math.sqrt(1 - a) * eps[i]!);
       if (type === "euler") x = x.map((v) => v / Math.sqrt(a));
       for (let i = 0; i < steps; i++) {
         s.scaleInput(x, i);
