@@ -142,7 +142,7 @@ describe("gateway end to end", () => {
   });
 
   it("cancels a queued or running job, lists jobs, and serves docs and metrics", async () => {
-    const created = (await (await api("/v1/jobs", { method: "POST", body: JSON.stringify({ task: "video", input: ["a red circle moving left"], params: { steps: 200 } }) })).json()) as { id: string };
+    const created = (await (await api("/v1/jobs", { method: "POST", body: JSON.stringify({ task: "video", input: ["a red circle moving left"], params: { decoder: "diffusion", steps: 200 } }) })).json()) as { id: string };
     const c = await api(`/v1/jobs/${created.id}/cancel`, { method: "POST" });
     assert.equal(c.status, 200);
     for (let i = 0; i < 200; i++) {

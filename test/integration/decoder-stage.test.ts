@@ -58,7 +58,7 @@ describe("decoder stage over gRPC", () => {
   });
 
   const req = (seed: number, extra: object = {}): object => ({
-    embeddings: floatsToWire(embeddings(seed), [1, tokens, dim]), negative: floatsToWire(negative, [tokens, dim]), steps: 6, seed, ...extra,
+    embeddings: floatsToWire(embeddings(seed), [1, tokens, dim]), negative: floatsToWire(negative, [tokens, dim]), steps: 6, seed, decoder: "diffusion", ...extra,
   });
 
   it("streams progress, then the image", async () => {
@@ -86,7 +86,7 @@ describe("decoder stage over gRPC", () => {
   });
 
   it("decodes video frames and the direct decoder in one call each", async () => {
-    const frames = await call({ embeddings: floatsToWire(embeddings(3, 3), [3, tokens, dim]), negative: floatsToWire(negative, [tokens, dim]), steps: 2 });
+    const frames = await call({ embeddings: floatsToWire(embeddings(3, 3), [3, tokens, dim]), negative: floatsToWire(negative, [tokens, dim]), steps: 2, decoder: "diffusion" });
     assert.deepEqual(frames.filter((e) => e.image).map((e) => e.image!.index), [0, 1, 2]);
     const direct = await call({ embeddings: floatsToWire(embeddings(4), [1, tokens, dim]), decoder: "direct" });
     assert.equal(direct.filter((e) => e.image).length, 1);

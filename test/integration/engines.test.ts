@@ -152,8 +152,10 @@ describe("engines on emu2-tiny", () => {
 
   it("same seed gives the same image; both decoders render at the package's size", async () => {
     const neg = await model.reasoner!.unconditional();
-    const one = await model.decoder!.decode({ embeddings: neg, count: 1, negative: neg, seed: 5, steps: 3 });
-    const two = await model.decoder!.decode({ embeddings: neg, count: 1, negative: neg, seed: 5, steps: 3 });
+    const one = await model.decoder!.decode({ embeddings: neg, count: 1, negative: neg, seed: 5, steps: 3, decoder: "diffusion" });
+    const two = await model.decoder!.decode({ embeddings: neg, count: 1, negative: neg, seed: 5, steps: 3, decoder: "diffusion" });
+    const three = await model.decoder!.decode({ embeddings: neg, count: 1, negative: neg, seed: 6, steps: 3, decoder: "diffusion" });
+    assert.notDeepEqual(one[0]!.data, three[0]!.data);
     assert.deepEqual(one[0]!.data, two[0]!.data);
     const direct = await model.decoder!.decode({ embeddings: neg, count: 1, decoder: "direct" });
     assert.equal(direct[0]!.width, one[0]!.width);

@@ -129,7 +129,7 @@ describe("orchestrator workers", () => {
   });
 
   it("cancels a running job on request", async () => {
-    const id = await submit({ task: "video", input: ["a red circle moving down"], params: { steps: 200, frames: 8 } });
+    const id = await submit({ task: "video", input: ["a red circle moving down"], params: { decoder: "diffusion", steps: 200, frames: 8 } });
     for (let i = 0; i < 400; i++) {
       const ev = await store.readEvents(id, "0", 0);
       if (ev.some((e) => e.type === "progress")) break;

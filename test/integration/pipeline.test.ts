@@ -56,7 +56,7 @@ describe("job pipeline", () => {
 
   it("generates an image, stores it with its sha256 and returns a signed URL", async () => {
     const progress: number[] = [];
-    const r = await pipeline.run("job_i1", createJobSchema.parse({ task: "generate", input: [{ type: "text", text: "a red circle", box: [0.1, 0.1, 0.45, 0.45] }], params: { steps: 3, seed: 5, output_format: "webp" } }), undefined, {
+    const r = await pipeline.run("job_i1", createJobSchema.parse({ task: "generate", input: [{ type: "text", text: "a red circle", box: [0.1, 0.1, 0.45, 0.45] }], params: { decoder: "diffusion", steps: 3, seed: 5, output_format: "webp" } }), undefined, {
       progress: (stage, s) => { if (stage === "decode") progress.push(s); },
     });
     const img = r.output.images![0]!;
@@ -82,7 +82,7 @@ describe("job pipeline", () => {
     await assert.rejects(pipeline.run("job_e2", createJobSchema.parse({ task: "chat", input: [{ type: "image", url: "https://127.0.0.1/x.png" }, "hi"] }), undefined), (e: { code?: string }) => e.code === "url_forbidden");
     await assert.rejects(pipeline.run("job_e3", createJobSchema.parse({ task: "chat", input: [{ type: "image", url: "data:image/png;base64,AAAA" }, "hi"] }), undefined), (e: { code?: string }) => e.code === "image_unreadable");
     const ac = new AbortController();
-    const p = pipeline.run("job_c1", createJobSchema.parse({ task: "video", input: ["a red circle moving up"], params: { steps: 50, frames: 8 } }), ac.signal, { progress: (stage) => { if (stage === "decode") ac.abort(); } });
+    const p = pipeline.run("job_c1", createJobSchema.parse({ task: "video", input: ["a red circle moving up"], params: { decoder: "diffusion", steps: 50, frames: 8 } }), ac.signal, { progress: (stage) => { if (stage === "decode") ac.abort(); } });
     await assert.rejects(p, (e: { code?: string }) => e.code === "canceled");
   });
 });

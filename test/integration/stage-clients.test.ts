@@ -26,9 +26,9 @@ describe("stage clients over gRPC", () => {
     const g = await c.clients.reason({ tokenIds: img.ids, images: await c.clients.encode([]), mode: "image", includeNegative: true });
     assert.ok(g.negative && g.negative.length === g.visual.length);
     let last = 0;
-    const pics = await c.clients.decode({ embeddings: g.visual, count: 1, negative: g.negative, steps: 3, seed: 1, onProgress: (s) => { last = s; } });
+    const pics = await c.clients.decode({ embeddings: g.visual, count: 1, negative: g.negative, decoder: "diffusion", steps: 3, seed: 1, onProgress: (s) => { last = s; } });
     assert.equal(last, 3);
-    const localPics = await c.model.decoder!.decode({ embeddings: g.visual, count: 1, negative: g.negative!, steps: 3, seed: 1 });
+    const localPics = await c.model.decoder!.decode({ embeddings: g.visual, count: 1, negative: g.negative!, decoder: "diffusion", steps: 3, seed: 1 });
     let d = 0;
     for (let k = 0; k < pics[0]!.data.length; k++) d = Math.max(d, Math.abs(pics[0]!.data[k]! - localPics[0]!.data[k]!));
     assert.ok(d <= 1, `pixels differ by ${d}`);
