@@ -8,20 +8,13 @@ import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import { loadConfig } from "../../shared/config.ts";
 import { EmuModel } from "../../shared/engine/emu-model.ts";
-import { StageServer } from "../../shared/grpc/grpc.adapter.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { platformConfigSchema } from "../../shared/platform-config.ts";
 import { connectRedis } from "../../shared/redis.adapter.ts";
 import { platformSecrets } from "../../shared/secrets.ts";
-import { maxMessageBytes } from "../../shared/stage-config.ts";
-import { decoderHandlers } from "../decoder/decoder.grpc.ts";
-import { DecoderService } from "../decoder/decoder.service.ts";
-import { encoderHandlers } from "../encoder/encoder.grpc.ts";
-import { EncoderService } from "../encoder/encoder.service.ts";
 import { startGateway } from "../gateway/gateway.ts";
 import { startOrchestrator } from "../orchestrator/orchestrator.ts";
-import { reasonerHandlers } from "../reasoner/reasoner.grpc.ts";
-import { ReasonerService } from "../reasoner/reasoner.service.ts";
+import { createStageServers } from "./stage-servers.ts";
 
 async function redisUp(url: string): Promise<boolean> {
   const r = connectRedis(url, { name: "probe" });
@@ -60,13 +53,7 @@ async function main(): Promise<void> {
   if (redisChild) log.info("started a private redis-server", { url: base.REDIS_URL, dir: resolve(base.DATA_DIR, "redis") });
   const model = await EmuModel.load(base.EMU_MODEL_DIR, { verifyHashes: !base.SKIP_HASH_CHECK });
   const m = model.manifest;
-  const dims = { tokens: m.encoder.tokens_per_image, dim: m.encoder.dim };
-  const bytes = maxMessageBytes(m);
-  const servers = [
-    new StageServer({ stage: "Encoder", handlers: encoderHandlers(new EncoderService({ engine: model.encoder! })), maxMessageBytes: bytes }),
-    new StageServer({ stage: "Reasoner", handlers: reasonerHandlers(new ReasonerService({ engine: model.reasoner! }), dims), maxMessageBytes: bytes }),
-    new StageServer({ stage: "Decoder", handlers: decoderHandlers(new DecoderService({ engine: model.decoder! }), dims), maxMessageBytes: bytes }),
-  ];
+  const servers = createStageServers(model);
   const [e, r, d] = await Promise.all(servers.map((s) => s.start()));
   const metricsExplicit = process.env.METRICS_PORT !== undefined;
   const cfg = { ...base, ENCODER_ADDR: `127.0.0.1:${e}`, REASONER_ADDR: `127.0.0.1:${r}`, DECODER_ADDR: `127.0.0.1:${d}`, METRICS_PORT: metricsExplicit ? base.METRICS_PORT : 0, SKIP_HASH_CHECK: true };

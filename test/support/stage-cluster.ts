@@ -1,15 +1,10 @@
 /** The three stage services on real gRPC servers at 127.0.0.1:0 around real ONNX engines, for tests. */
 import { join } from "node:path";
 import { EmuModel } from "../../shared/engine/emu-model.ts";
-import { StageServer } from "../../shared/grpc/grpc.adapter.ts";
 import { StageClients } from "../../shared/grpc/stage-clients.ts";
 import { maxMessageBytes } from "../../shared/stage-config.ts";
-import { decoderHandlers } from "../../services/decoder/decoder.grpc.ts";
-import { DecoderService } from "../../services/decoder/decoder.service.ts";
-import { encoderHandlers } from "../../services/encoder/encoder.grpc.ts";
-import { EncoderService } from "../../services/encoder/encoder.service.ts";
-import { reasonerHandlers } from "../../services/reasoner/reasoner.grpc.ts";
-import { ReasonerService } from "../../services/reasoner/reasoner.service.ts";
+import type { StageServer } from "../../shared/grpc/grpc.adapter.ts";
+import { createStageServers } from "../../services/all-in-one/stage-servers.ts";
 
 export const PACKAGE_DIR = join(import.meta.dirname, "../../models/emu2-tiny");
 
@@ -25,11 +20,7 @@ export async function startStageCluster(): Promise<StageCluster> {
   const m = model.manifest;
   const dims = { tokens: m.encoder.tokens_per_image, dim: m.encoder.dim };
   const bytes = maxMessageBytes(m);
-  const servers = [
-    new StageServer({ stage: "Encoder", handlers: encoderHandlers(new EncoderService({ engine: model.encoder! })), maxMessageBytes: bytes }),
-    new StageServer({ stage: "Reasoner", handlers: reasonerHandlers(new ReasonerService({ engine: model.reasoner! }), dims), maxMessageBytes: bytes }),
-    new StageServer({ stage: "Decoder", handlers: decoderHandlers(new DecoderService({ engine: model.decoder! }), dims), maxMessageBytes: bytes }),
-  ];
+  const servers = createStageServers(model);
   const [e, r, d] = await Promise.all(servers.map((s) => s.start()));
   const clients = new StageClients({ encoder: `127.0.0.1:${e}`, reasoner: `127.0.0.1:${r}`, decoder: `127.0.0.1:${d}`, maxMessageBytes: bytes, dims, readyTimeoutMs: 5000 });
   return {
