@@ -11,7 +11,9 @@ process.once("SIGINT", () => { process.stderr.write("\ncanceling…\n"); ac.abor
 try {
   await run(process.argv.slice(2), undefined, ac.signal);
 } catch (err) {
+  // Bad input (usage, prompt, image, decoder name) exits 2 with one line; anything else exits 1.
+  const badInput = err instanceof UsageError || ["invalid_prompt", "image_unreadable", "image_too_large", "prompt_too_long", "invalid_decoder", "model_package_invalid"].includes(err?.code);
   process.stderr.write(`emu: ${err instanceof Error ? err.message : String(err)}\n`);
-  if (err instanceof UsageError) process.stderr.write(`${USAGE}\n`);
-  process.exitCode = err instanceof UsageError ? 2 : 1;
+  if (err instanceof UsageError && process.argv.length <= 2) process.stderr.write(`${USAGE}\n`);
+  process.exitCode = badInput ? 2 : 1;
 }

@@ -35,6 +35,17 @@ describe("emu CLI", () => {
         err.code === 2 && /--box needs x0,y0,x1,y1/.test(err.stderr ?? ""));
       await assert.rejects(run("node", [BIN, "chat", "@/nonexistent.png", "hi"]), (err: { code?: number; stderr?: string }) =>
         err.code === 2 && /cannot read image/.test(err.stderr ?? ""));
+      const corrupt = join(dir, "corrupt.png");
+      writeFileSync(corrupt, "not an image");
+      await assert.rejects(run("node", [BIN, "chat", `@${corrupt}`, "hi"]), (err: { code?: number }) => err.code === 2);
+      await assert.rejects(run("node", [BIN, "chat", "hi", "--model", join(dir, "none")]), (err: { code?: number; stderr?: string }) =>
+        err.code === 2 && /no model package/.test(err.stderr ?? ""));
+      await assert.rejects(run("node", [BIN, "generate", "x", "--decoder", "nope", "--out", join(dir, "never.png")]), (err: { code?: number }) => err.code === 2);
+      await assert.rejects(run("node", [BIN, "chat", "hi", "--frobnicate", "1"]), (err: { code?: number }) => err.code === 2);
+      const js = JSON.parse((await run("node", [BIN, "generate", "a blue square on the right", "--out", join(dir, "j.webp"), "--json"])).stdout) as Record<string, unknown>;
+      assert.deepEqual([js.width, js.frames, typeof js.decode_ms, typeof js.reason_ms, js.seed], [64, 1, "number", "number", 0]);
+      const chatJson = JSON.parse((await run("node", [BIN, "chat", `@${png}`, "what color is it ?", "--json"])).stdout) as { text: string; tokens_out: number };
+      assert.equal(chatJson.text, scene.objects[0]!.color, "the model names the colour of a world scene");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
