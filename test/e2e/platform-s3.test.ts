@@ -171,9 +171,19 @@ describe("platform end to end with S3 storage", () => {
     const seq = m.builder.build("complete", parts);
     const local = await m.reasoner!.generate({ sequence: seq, images: await m.encoder!.encode(seq.images), mode: "text", text: { maxNewTokens: 4 } });
     assert.equal(job.output?.text, local.text);
-    const video = await run({ task: "video", input: ["a blue square moving right"], params: { output_format: "webp" } });
-    const meta = await sharp(Buffer.from(await (await fetch(video.output!.video!.url)).arrayBuffer()), { animated: true }).metadata();
+    const video = await run({ task: "video", input: ["a blue square moving right"], params: { output_format: "webp", seed: 3 } });
+    const webp = Buffer.from(await (await fetch(video.output!.video!.url)).arrayBuffer());
+    const meta = await sharp(webp, { animated: true }).metadata();
     assert.deepEqual([meta.format, meta.pages], ["webp", m.manifest.video.frames]);
+    // Lossless WebP: every frame's pixels equal the in-process engines' frames.
+    const frames = await sharp(webp, { animated: true }).removeAlpha().raw().toBuffer();
+    const vseq = m.builder.build("video", ["a blue square moving right"]);
+    const vr = await m.reasoner!.generate({ sequence: vseq, images: await m.encoder!.encode(vseq.images), mode: "video", frames: m.manifest.video.frames });
+    const localFrames = await m.decoder!.decode({ embeddings: vr.visual, count: m.manifest.video.frames, negative: await m.reasoner!.unconditional(), seed: 3 });
+    const flat = Buffer.concat(localFrames.map((f) => Buffer.from(f.data)));
+    let dv = 0;
+    for (let i = 0; i < flat.length; i++) dv = Math.max(dv, Math.abs(flat[i]! - frames[i]!));
+    assert.ok(dv <= 1, `video frames differ by ${dv}`);
   });
 
   it("answers every kind of bad input with a 4xx and a stable code", async () => {
