@@ -116,11 +116,6 @@ export function createApp(o: GatewayOptions): express.Express {
   const maxWait = o.maxWaitS ?? 60;
 
   const withPosition = async (job: Job): Promise<Job> => (job.status === "queued" ? { ...job, queue_position: await o.jobs.position(job.id) } : job);
-  const presentJob = (job: Job): Job => {
-    // Signed URLs are minted at completion; refresh nothing here, but never leak internal fields.
-    const { ...rest } = job;
-    return rest;
-  };
 
   const auth = (req: Request, _res: Response, next: NextFunction): void => {
     if (o.apiKeyHashes.length === 0) return next();
@@ -220,10 +215,10 @@ export function createApp(o: GatewayOptions): express.Express {
       if (wait) {
         const seconds = Math.min(Number(wait[1] ?? maxWait), maxWait);
         const final = await waitForFinal(o, id, seconds * 1000);
-        if (final) return void res.status(200).set("preference-applied", `wait=${seconds}`).json(presentJob(final));
+        if (final) return void res.status(200).set("preference-applied", `wait=${seconds}`).json(final);
         job = (await o.store.get(id)) ?? job;
       }
-      res.status(created ? 202 : 200).location(job.urls.get).json(presentJob(await withPosition(job)));
+      res.status(created ? 202 : 200).location(job.urls.get).json(await withPosition(job));
     })().catch(next);
   });
 
@@ -242,7 +237,7 @@ export function createApp(o: GatewayOptions): express.Express {
         before = Date.parse(page[page.length - 1]!.created_at);
         if (page.length < limit) { before = undefined; break; }
       }
-      res.json({ data: data.map(presentJob), next_cursor: before !== undefined && data.length === limit ? String(before) : null });
+      res.json({ data, next_cursor: before !== undefined && data.length === limit ? String(before) : null });
     })().catch(next);
   });
 
@@ -250,7 +245,7 @@ export function createApp(o: GatewayOptions): express.Express {
     (async () => {
       const job = await o.store.get(req.params.id as string);
       if (!job) throw new ApiError(404, "job_not_found", `no job ${req.params.id} (jobs are kept 7 days)`);
-      res.json(presentJob(await withPosition(job)));
+      res.json(await withPosition(job));
     })().catch(next);
   });
 
@@ -259,15 +254,15 @@ export function createApp(o: GatewayOptions): express.Express {
       const id = req.params.id as string;
       const job = await o.store.get(id);
       if (!job) throw new ApiError(404, "job_not_found", `no job ${id}`);
-      if (["succeeded", "failed", "canceled"].includes(job.status)) return void res.json(presentJob(job));
+      if (["succeeded", "failed", "canceled"].includes(job.status)) return void res.json(job);
       await o.store.requestCancel(id);
       if (job.status === "queued" && (await o.jobs.remove(id))) {
         const canceled = await o.store.update(id, (j) => ({ ...j, status: "canceled", completed_at: new Date().toISOString(), queue_position: null }));
         await o.store.appendEvent(id, "status", { status: "canceled" });
         await o.store.appendEvent(id, "done", { status: "canceled", output: null, error: null });
-        return void res.json(presentJob(canceled));
+        return void res.json(canceled);
       }
-      res.json(presentJob((await o.store.get(id)) ?? job));
+      res.json((await o.store.get(id)) ?? job);
     })().catch(next);
   });
 

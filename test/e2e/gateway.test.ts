@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import type { Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
@@ -51,16 +51,17 @@ describe("gateway end to end", () => {
     root = mkdtempSync(join(tmpdir(), "emu-gw-"));
     jobs = new TypedQueue("jobs", { connection: conn(), prefix });
     webhooks = new TypedQueue("webhooks", { connection: conn(), prefix });
-    const files = new LocalStore({ root, publicBaseUrl: "http://placeholder/files", signingKey: "k" });
+    // Listen first: signed file URLs must point where clients reach this gateway.
+    server = createServer();
+    server.listen(0, "127.0.0.1");
+    await new Promise((r) => server.once("listening", r));
+    base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const files = new LocalStore({ root, publicBaseUrl: `${base}/files`, signingKey: "k" });
     const app = createApp({
       store, redis, eventReader: () => conn(true), jobs, objects: files, localFiles: files, publicBaseUrl: "http://placeholder",
       apiKeyHashes: [createHash("sha256").update(KEY).digest("hex")], log, metrics: new GatewayMetrics(() => jobs.backlog()), maxWaitS: 30,
     });
-    server = app.listen(0, "127.0.0.1");
-    await new Promise((r) => server.once("listening", r));
-    base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    // Signed URLs must point where clients reach the gateway.
-    (files as unknown as { opts: { publicBaseUrl: string } }).opts.publicBaseUrl = `${base}/files`;
+    server.on("request", app);
     await files.ensureReady();
     const pipeline = new Pipeline({ manifest: cluster.model.manifest, builder: cluster.model.builder, stages: cluster.clients, store: files, signedUrlTtlS: 600 });
     const runner = new JobRunner({ store, pipeline, webhooks, log });
