@@ -12,13 +12,12 @@
  * attaches a box to the next phrase (grounded generation). Text streams to stdout; progress to stderr.
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { dirname, extname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { extname, join, resolve } from "node:path";
 import { EmuModel } from "../shared/engine/emu-model.ts";
 import { encodeImage, encodeVideo, ImageInputError, type ImageFormat, type VideoFormat } from "../shared/engine/image-codec.ts";
 import type { Box, ImageSource, PromptPart } from "../shared/engine/sequence.ts";
+import { DEFAULT_MODEL_DIR } from "../shared/stage-config.ts";
 
-const DEFAULT_MODEL = join(dirname(fileURLToPath(import.meta.url)), "../models/emu2-tiny");
 
 export const USAGE = `usage: emu <chat|complete|generate|video> [prompt parts…] [options]
   prompt parts   text, @image-path, and --box x0,y0,x1,y1 before a phrase
@@ -104,7 +103,7 @@ export async function run(argv: string[], io: { out: NodeJS.WritableStream; err:
   const args = parseArgs(argv);
   const o = args.options;
   const json = o.json === "true";
-  const modelDir = resolve(o.model ?? process.env.EMU_MODEL_DIR ?? DEFAULT_MODEL);
+  const modelDir = resolve(o.model ?? process.env.EMU_MODEL_DIR ?? DEFAULT_MODEL_DIR);
   if (!existsSync(join(modelDir, "manifest.json"))) throw new UsageError(`no model package at ${modelDir} (manifest.json missing); pass --model DIR`);
   const t0 = Date.now();
   const model = await EmuModel.load(modelDir);
@@ -192,14 +191,4 @@ export async function run(argv: string[], io: { out: NodeJS.WritableStream; err:
   } finally {
     await model.close();
   }
-}
-
-if (process.argv[1] && !process.argv[1].endsWith(".mjs") && resolve(process.argv[1]).replace(/\.(ts|mjs)$/, "") === fileURLToPath(import.meta.url).replace(/\.ts$/, "")) {
-  const ac = new AbortController();
-  process.once("SIGINT", () => { process.stderr.write("\ncanceling…\n"); ac.abort(); });
-  run(process.argv.slice(2), undefined, ac.signal).catch((err: unknown) => {
-    if (err instanceof UsageError) process.stderr.write(`emu: ${err.message}\n${USAGE}\n`);
-    else process.stderr.write(`emu: ${(err as Error).message}\n`);
-    process.exitCode = err instanceof UsageError ? 2 : 1;
-  });
 }

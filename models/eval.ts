@@ -8,11 +8,12 @@
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { ArBatch, type GenerationResult } from "../shared/engine/ar.engine.ts";
 import { EmuModel } from "../shared/engine/emu-model.ts";
+import { DEFAULT_MODEL_DIR } from "../shared/stage-config.ts";
 import type { RgbImage } from "../shared/engine/image-codec.ts";
 import { writeDataset } from "./world/dataset.ts";
 import { scoreEvalDir, type ScoreRow } from "./world/score.ts";
@@ -32,7 +33,6 @@ export interface EvalOptions {
 
 interface Row { ids: number[]; images: number[]; gen: boolean[]; prompt: number }
 
-const DEFAULT_MODEL = join(dirname(fileURLToPath(import.meta.url)), "emu2-tiny");
 const EVAL_SHOTS = [0, 1, 2, 4];
 
 export async function evaluate(opts: EvalOptions): Promise<{ rows: ScoreRow[]; markdown: string }> {
@@ -116,7 +116,7 @@ async function main(): Promise<void> {
   });
   const t0 = Date.now();
   const res = await evaluate({
-    modelDir: values.model ?? process.env.EMU_MODEL_DIR ?? DEFAULT_MODEL,
+    modelDir: values.model ?? process.env.EMU_MODEL_DIR ?? DEFAULT_MODEL_DIR,
     perTask: Number(values["per-task"]),
     decoder: values.decoder,
     guidance: values.guidance ? Number(values.guidance) : undefined,

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { EmuTokenizer } from "../../shared/engine/tokenizer.ts";
 import { renderBoxMask, renderScene } from "./render.ts";
 import { BACKGROUNDS, COLORS, IMAGE_SIZE, SHAPES, SIZES, cellOf, sceneKey, type BoxMask, type Scene } from "./scene.ts";
+import { SPECIAL_TOKENS } from "./vocab.ts";
 import { TASKS, World, type Example, type ImageRef, type Split, type Task, type WorldOptions } from "./tasks.ts";
 
 export interface DatasetOptions {
@@ -160,13 +161,12 @@ export async function writeDataset(opts: DatasetOptions): Promise<DatasetSummary
   }
   await store.close();
   summary.images = store.count;
-  const special = ["[UNK]", "<s>", "</s>", "[PAD]", "[IMG]", "[/IMG]", "<image>", "[gIMG]", "[/gIMG]", "[VIDEO]", "<grounding>", "<phrase>", "</phrase>", "<object>", "</object>", "[USER]", "[ASSISTANT]"];
   writeFileSync(join(opts.outDir, "meta.json"), JSON.stringify({
     split: opts.split,
     image_size: IMAGE_SIZE,
     tokens_per_image: opts.tokensPerImage,
     vocab_size: opts.tokenizer.vocabSize,
-    special_ids: Object.fromEntries(special.map((t) => [t, opts.tokenizer.id(t)])),
+    special_ids: Object.fromEntries(SPECIAL_TOKENS.map((t) => [t, opts.tokenizer.id(t)])),
     attributes: { shape: SHAPES, color: COLORS, size: SIZES, background: BACKGROUNDS },
     ...summary,
   }, null, 1));

@@ -57,11 +57,11 @@ export class JobRunner {
     await this.opts.webhooks.add({ jobId: job.id, webhookId, event, url: job.webhook, timestamp: Math.floor(Date.now() / 1000), data: job }, { jobId: webhookId });
   }
 
-  private async finish(id: string, patch: Partial<Job>, eventType: "done"): Promise<Job> {
+  private async finish(id: string, patch: Partial<Job>): Promise<Job> {
     const { store } = this.opts;
     const job = await store.update(id, (j) => ({ ...j, ...patch, completed_at: now(), queue_position: null, progress: null }));
     await store.appendEvent(id, "status", { status: job.status });
-    await store.appendEvent(id, eventType, { status: job.status, output: job.output, error: job.error });
+    await store.appendEvent(id, "done", { status: job.status, output: job.output, error: job.error });
     await this.notify(job, "completed");
     return job;
   }
@@ -73,7 +73,7 @@ export class JobRunner {
     if (!current) { log.warn("job document missing; dropping", { jobId: id }); return; }
     if (["succeeded", "failed", "canceled"].includes(current.status)) return;
     if (await store.isCancelRequested(id)) {
-      await this.finish(id, { status: "canceled" }, "done");
+      await this.finish(id, { status: "canceled" });
       return;
     }
     const startedAt = Date.now();
@@ -110,22 +110,22 @@ export class JobRunner {
         ...(result.output.video ? { video: (({ key: _k, ...m }) => m)(result.output.video) } : {}),
       };
       await store.appendEvent(id, "output", output);
-      const done = await this.finish(id, { status: "succeeded", output, error: null, metrics: { ...job.metrics, ...result.metrics } }, "done");
+      const done = await this.finish(id, { status: "succeeded", output, error: null, metrics: { ...job.metrics, ...result.metrics } });
       await this.notify(done, "output");
     } catch (err) {
       const code = codeOf(err);
       if (code === "canceled" || (ac.signal.aborted && (await store.isCancelRequested(id)))) {
-        await this.finish(id, { status: "canceled", error: null }, "done");
+        await this.finish(id, { status: "canceled", error: null });
         return;
       }
       const message = err instanceof Error ? err.message : String(err);
       if (PERMANENT.has(code)) {
-        await this.finish(id, { status: "failed", error: { code, message } }, "done");
+        await this.finish(id, { status: "failed", error: { code, message } });
         throw new UnrecoverableError(`${code}: ${message}`);
       }
       log.warn("job attempt failed", { jobId: id, attempt: ctx.attempt, code, err });
       if (ctx.attempt >= ctx.maxAttempts) {
-        await this.finish(id, { status: "failed", error: { code: code === "internal" ? "internal_error" : code, message: code === "internal" ? "the job failed; see the service logs" : message } }, "done");
+        await this.finish(id, { status: "failed", error: { code: code === "internal" ? "internal_error" : code, message: code === "internal" ? "the job failed; see the service logs" : message } });
       } else {
         await store.update(id, (j) => ({ ...j, status: "queued", progress: null }));
         await store.appendEvent(id, "status", { status: "queued", retrying: true, code });

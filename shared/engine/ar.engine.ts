@@ -158,7 +158,6 @@ export class ArEngine {
     const opts = this.textOptions(req.text);
     const beams = opts.numBeams;
     const lm = this.lm;
-    const h = lm.shape.hidden;
     const v = lm.shape.vocab;
     const prompt = await this.embedSequence(req.sequence, req.images);
     const t = req.sequence.ids.length;
@@ -198,7 +197,6 @@ export class ArEngine {
       out = await lm.forward(x, next.length, 1, next.map(() => new Array<number>(len).fill(1)), next.map(() => [len - 1]), cache);
       cache = out.present;
       lastLogits = next.map((_, b) => out.logits.subarray(b * v, (b + 1) * v));
-      void h;
     }
     const pool = finished.length ? finished : hyps.map((hyp) => ({ tokens: hyp.tokens, score: lengthScore(hyp.score, hyp.tokens.length) }));
     const best = pool.reduce((a, b) => (b.score > a.score ? b : a));

@@ -17,10 +17,7 @@ const PROTO_FILES: Record<StageName, string> = { Encoder: "emu/v1/encoder.proto"
 const LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_ROOT] };
 
 export function serviceDefinition(stage: StageName): grpc.ServiceDefinition {
-  const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(PROTO_FILES[stage], LOADER_OPTIONS)) as unknown as {
-    emu: { v1: Record<StageName, grpc.ServiceClientConstructor> };
-  };
-  return pkg.emu.v1[stage].service;
+  return clientConstructor(stage).service;
 }
 
 export function clientConstructor(stage: StageName): grpc.ServiceClientConstructor {
