@@ -44,6 +44,13 @@ export const platformEnv = {
   ENCODER_ADDR: z.string().default("127.0.0.1:50051"),
   REASONER_ADDR: z.string().default("127.0.0.1:50052"),
   DECODER_ADDR: z.string().default("127.0.0.1:50053"),
+  /**
+   * How long a job waits for a stage with no ready replica (scaled to zero, still loading) before
+   * failing with stage_unavailable. Cover the autoscaler's reaction plus a cold start. Default 120000.
+   */
+  STAGE_READY_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
+  /** Deadline of one stage call. Default 600000. */
+  STAGE_CALL_TIMEOUT_MS: z.coerce.number().int().positive().default(600_000),
   /** Jobs one orchestrator runs at once (I/O-bound). Default 32. */
   ORCHESTRATOR_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(32),
   /** Webhook deliveries at once. Default 16. */

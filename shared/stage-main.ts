@@ -33,7 +33,10 @@ export function runStage<C extends StageEnv>(def: StageDefinition<C>): void {
     const metrics = new StageMetrics(def.name, () => inFlight());
     const built = def.build(model, cfg, metrics, log);
     inFlight = built.inFlight;
-    const server = new StageServer({ stage: def.stage, address: `${cfg.GRPC_HOST}:${cfg.GRPC_PORT}`, maxMessageBytes: maxMessageBytes(model.manifest), handlers: built.handlers });
+    const server = new StageServer({
+      stage: def.stage, address: `${cfg.GRPC_HOST}:${cfg.GRPC_PORT}`, maxMessageBytes: maxMessageBytes(model.manifest), handlers: built.handlers,
+      maxConnectionAgeMs: cfg.GRPC_MAX_CONNECTION_AGE_MS, maxConnectionAgeGraceMs: cfg.GRPC_MAX_CONNECTION_AGE_GRACE_MS,
+    });
     const port = await server.start();
     const metricsPort = await metrics.listen(cfg.METRICS_PORT);
     log.info("serving", { port, metrics_port: metricsPort, model: `${model.manifest.name}@${model.manifest.version}` });

@@ -13,12 +13,16 @@ export interface DecoderServiceOptions {
   /** Most UNet rows per call (a guided image takes 2). Default 64. */
   maxBatchRows?: number;
   onStep?: (info: { requests: number; rows: number; stepMs: number }) => void;
+  /** Called when a request's first UNet step starts, with how long it waited for a place in one. */
+  onAdmit?: (waitMs: number) => void;
 }
 
 interface Active {
   run: DiffusionRun;
   resolve: (images: RgbImage[]) => void;
   reject: (err: unknown) => void;
+  /** Date.now() when queued; null once its first step ran. */
+  queuedAt: number | null;
 }
 
 export class DecoderService {
@@ -42,7 +46,7 @@ export class DecoderService {
     if (typeof cfg === "string" || cfg.type === "direct") return engine.decode(req);
     const run = engine.startDiffusion(req);
     return new Promise<RgbImage[]>((resolve, reject) => {
-      this.active.push({ run, resolve, reject });
+      this.active.push({ run, resolve, reject, queuedAt: Date.now() });
       this.loop ??= this.tick();
     });
   }
@@ -67,6 +71,10 @@ export class DecoderService {
         }
         if (group.length === 0) continue;
         const t0 = Date.now();
+        for (const a of group) {
+          if (a.queuedAt !== null) this.opts.onAdmit?.(t0 - a.queuedAt);
+          a.queuedAt = null;
+        }
         try {
           await engine.stepDiffusion(group.map((a) => a.run));
         } catch (err) {

@@ -33,6 +33,7 @@ export async function startOrchestrator(cfg: PlatformConfig, log: Logger, secret
   const stages = new StageClients({
     encoder: cfg.ENCODER_ADDR, reasoner: cfg.REASONER_ADDR, decoder: cfg.DECODER_ADDR, maxMessageBytes: maxMessageBytes(m),
     dims: { tokens: m.encoder.tokens_per_image, dim: m.encoder.dim },
+    readyTimeoutMs: cfg.STAGE_READY_TIMEOUT_MS, callTimeoutMs: cfg.STAGE_CALL_TIMEOUT_MS,
   });
   const { store: objects } = objectStoreFromConfig(cfg, publicBaseUrl(cfg), secrets.signingKey);
   await objects.ensureReady();
@@ -52,6 +53,7 @@ export async function startOrchestrator(cfg: PlatformConfig, log: Logger, secret
 
   const registry = new Registry();
   new Gauge({ name: "emu_jobs_backlog", help: "Jobs not yet started (waiting + prioritized + delayed)", registers: [registry], async collect() { this.set(await jobsQueue.backlog()); } });
+  new Gauge({ name: "emu_jobs_active", help: "Jobs running now, on every orchestrator", registers: [registry], async collect() { this.set((await jobsQueue.counts()).active ?? 0); } });
   new Gauge({ name: "emu_webhooks_backlog", help: "Webhook deliveries not yet started", registers: [registry], async collect() { this.set(await webhooks.backlog()); } });
   new Gauge({
     name: "emu_stage_demand", help: "Calls waiting for or in flight to each stage (this orchestrator)", labelNames: ["stage"], registers: [registry],

@@ -21,6 +21,8 @@ export interface ReasonerServiceOptions {
   engine: ArEngine;
   /** Called after every decoding step with the batch size. */
   onStep?: (info: { size: number; stepMs: number }) => void;
+  /** Called when a request joins the batch, with how long it waited to. */
+  onAdmit?: (waitMs: number) => void;
 }
 
 export class ReasonerService {
@@ -30,7 +32,7 @@ export class ReasonerService {
   steps = 0;
 
   constructor(private readonly opts: ReasonerServiceOptions) {
-    this.batch = new ArBatch(opts.engine);
+    this.batch = new ArBatch(opts.engine, { onAdmit: opts.onAdmit });
   }
 
   get inFlight(): number {

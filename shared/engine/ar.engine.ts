@@ -246,9 +246,10 @@ export class SequenceTooLongError extends Error {
 export class ArBatch {
   private rows: Row[] = [];
   private cache: KvCache;
-  private joining: { row: Row; promptEmbeds: Promise<Float32Array> }[] = [];
+  private joining: { row: Row; promptEmbeds: Promise<Float32Array>; queuedAt: number }[] = [];
 
-  constructor(private readonly engine: ArEngine) {
+  /** `onAdmit` gets each request's wait between `add` and the prefill that admits it. */
+  constructor(private readonly engine: ArEngine, private readonly hooks: { onAdmit?: (waitMs: number) => void } = {}) {
     this.cache = engine.lm.emptyCache(0);
   }
 
@@ -273,7 +274,7 @@ export class ArBatch {
       };
       // Video: the prompt ends with [VIDEO]; the first frame opens with [IMG].
       const seq = req.mode === "video" ? { ...req.sequence, ids: [...req.sequence.ids, e.builder.ids.imgStart] } : req.sequence;
-      this.joining.push({ row, promptEmbeds: e.embedSequence(seq, req.images) });
+      this.joining.push({ row, promptEmbeds: e.embedSequence(seq, req.images), queuedAt: Date.now() });
       row.promptTokens = seq.ids.length;
     });
   }
@@ -285,6 +286,8 @@ export class ArBatch {
     this.joining = [];
     const h = e.lm.shape.hidden;
     const ready: { row: Row; x: Float32Array }[] = [];
+    const now = Date.now();
+    for (const j of joining) this.hooks.onAdmit?.(now - j.queuedAt);
     for (const j of joining) {
       try {
         ready.push({ row: j.row, x: await j.promptEmbeds });

@@ -41,6 +41,10 @@ export interface StageServerOptions {
   address?: string;
   /** Largest message in bytes either way (sized from the manifest's dims by the caller). */
   maxMessageBytes: number;
+  /** GOAWAY connections older than this so clients re-resolve and find new replicas. 0 or unset = never. */
+  maxConnectionAgeMs?: number;
+  /** Time calls on an aged connection get to finish. */
+  maxConnectionAgeGraceMs?: number;
 }
 
 export class StageServer {
@@ -54,6 +58,7 @@ export class StageServer {
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": opts.maxMessageBytes,
       "grpc.max_send_message_length": opts.maxMessageBytes,
+      ...(opts.maxConnectionAgeMs ? { "grpc.max_connection_age_ms": opts.maxConnectionAgeMs, "grpc.max_connection_age_grace_ms": opts.maxConnectionAgeGraceMs ?? 600_000 } : {}),
     });
     this.server.addService(serviceDefinition(opts.stage), opts.handlers);
     this.health.addToServer(this.server);

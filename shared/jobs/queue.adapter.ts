@@ -23,15 +23,19 @@ export class TypedQueue<Q extends QueueName> {
     this.queue = new Queue(def.name, { connection: opts.connection, prefix: opts.prefix, defaultJobOptions: def.options as never });
   }
 
-  async add(payload: Payload<Q>, opts: { jobId?: string; priority?: number } = {}): Promise<void> {
+  /** `priority` 1 (highest) …; `delayMs` holds the job back that long (BullMQ's delayed set). */
+  async add(payload: Payload<Q>, opts: { jobId?: string; priority?: number; delayMs?: number } = {}): Promise<void> {
     QUEUE_CATALOG[this.name].payload.parse(payload);
-    await this.queue.add(this.name, payload, { jobId: opts.jobId, priority: opts.priority });
+    await this.queue.add(this.name, payload, { jobId: opts.jobId, priority: opts.priority, delay: opts.delayMs });
   }
 
-  /** Jobs not yet started: waiting + prioritized + delayed. */
+  /**
+   * Jobs not yet started: waiting + prioritized + delayed (a paused queue's jobs are left out — more
+   * workers would not run them).
+   */
   async backlog(): Promise<number> {
-    const c = await this.queue.getJobCounts("waiting", "prioritized", "delayed", "paused");
-    return (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0) + (c.paused ?? 0);
+    const c = await this.queue.getJobCounts("waiting", "prioritized", "delayed");
+    return (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0);
   }
 
   async counts(): Promise<Record<string, number>> {
