@@ -9,14 +9,14 @@ import { EncoderService } from "../encoder/encoder.service.ts";
 import { reasonerHandlers } from "../reasoner/reasoner.grpc.ts";
 import { ReasonerService } from "../reasoner/reasoner.service.ts";
 
-/** Servers for encoder, reasoner and decoder, in that order, on 127.0.0.1:0 (not started). */
-export function createStageServers(model: EmuModel): [StageServer, StageServer, StageServer] {
+/** Servers for encoder, reasoner and decoder, in that order (not started); default 127.0.0.1:0 each. */
+export function createStageServers(model: EmuModel, addresses: [string?, string?, string?] = []): [StageServer, StageServer, StageServer] {
   const m = model.manifest;
   const dims = { tokens: m.encoder.tokens_per_image, dim: m.encoder.dim };
   const bytes = maxMessageBytes(m);
   return [
-    new StageServer({ stage: "Encoder", handlers: encoderHandlers(new EncoderService({ engine: model.encoder! })), maxMessageBytes: bytes }),
-    new StageServer({ stage: "Reasoner", handlers: reasonerHandlers(new ReasonerService({ engine: model.reasoner! }), dims), maxMessageBytes: bytes }),
-    new StageServer({ stage: "Decoder", handlers: decoderHandlers(new DecoderService({ engine: model.decoder! }), dims), maxMessageBytes: bytes }),
+    new StageServer({ stage: "Encoder", address: addresses[0], handlers: encoderHandlers(new EncoderService({ engine: model.encoder! })), maxMessageBytes: bytes }),
+    new StageServer({ stage: "Reasoner", address: addresses[1], handlers: reasonerHandlers(new ReasonerService({ engine: model.reasoner! }), dims), maxMessageBytes: bytes }),
+    new StageServer({ stage: "Decoder", address: addresses[2], handlers: decoderHandlers(new DecoderService({ engine: model.decoder! }), dims), maxMessageBytes: bytes }),
   ];
 }
