@@ -14,7 +14,7 @@ import { JobStore } from "../../shared/jobs/job-store.ts";
 import { TypedQueue, TypedWorker } from "../../shared/jobs/queue.adapter.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { publicBaseUrl, type PlatformConfig } from "../../shared/platform-config.ts";
-import { connectRedis } from "../../shared/redis.adapter.ts";
+import { connectRedis, type RedisClient } from "../../shared/redis.adapter.ts";
 import { maxMessageBytes } from "../../shared/stage-config.ts";
 import { objectStoreFromConfig } from "../../shared/storage/from-config.ts";
 import { handleWebhook, JobRunner } from "./job-runner.ts";
@@ -37,18 +37,21 @@ export async function startOrchestrator(cfg: PlatformConfig, log: Logger, secret
   });
   const { store: objects } = objectStoreFromConfig(cfg, publicBaseUrl(cfg), secrets.signingKey);
   await objects.ensureReady();
-  const redis = connectRedis(cfg.REDIS_URL, { name: "orchestrator" });
+  // BullMQ leaves connections it was given open on close: every one made here is closed in stop().
+  const conns: RedisClient[] = [];
+  const conn = (name: string, blocking = false): RedisClient => { const c = connectRedis(cfg.REDIS_URL, { name, blocking }); conns.push(c); return c; };
+  const redis = conn("orchestrator");
   const store = new JobStore(redis);
-  const jobsQueue = new TypedQueue("jobs", { connection: connectRedis(cfg.REDIS_URL, { name: "orchestrator-jobs-queue" }) });
-  const webhooks = new TypedQueue("webhooks", { connection: connectRedis(cfg.REDIS_URL, { name: "orchestrator-webhooks-queue" }) });
+  const jobsQueue = new TypedQueue("jobs", { connection: conn("orchestrator-jobs-queue") });
+  const webhooks = new TypedQueue("webhooks", { connection: conn("orchestrator-webhooks-queue") });
   const pipeline = new Pipeline({ manifest: m, builder, stages, store: objects, signedUrlTtlS: cfg.SIGNED_URL_TTL_S, egressAllowHosts: cfg.EGRESS_ALLOW_HOSTS });
   const runner = new JobRunner({ store, pipeline, webhooks, log });
-  const jobWorker = new TypedWorker("jobs", (p, ctx) => runner.handleJob(p, ctx), { connection: connectRedis(cfg.REDIS_URL, { name: "orchestrator-jobs", blocking: true }), concurrency: cfg.ORCHESTRATOR_CONCURRENCY });
+  const jobWorker = new TypedWorker("jobs", (p, ctx) => runner.handleJob(p, ctx), { connection: conn("orchestrator-jobs", true), concurrency: cfg.ORCHESTRATOR_CONCURRENCY });
   const hookWorker = new TypedWorker("webhooks", (p, ctx) => handleWebhook(p, ctx, { secret: secrets.webhookSecret, egressAllowHosts: cfg.EGRESS_ALLOW_HOSTS, log }), {
-    connection: connectRedis(cfg.REDIS_URL, { name: "orchestrator-webhooks", blocking: true }), concurrency: cfg.WEBHOOK_CONCURRENCY,
+    connection: conn("orchestrator-webhooks", true), concurrency: cfg.WEBHOOK_CONCURRENCY,
   });
   jobWorker.on("failed", (jobId, err, final) => log.warn("job attempt failed", { jobId, final, err }));
-  const sub = connectRedis(cfg.REDIS_URL, { name: "orchestrator-cancel" });
+  const sub = conn("orchestrator-cancel");
   const offCancel = await store.onCancel(sub, (id) => { if (runner.cancel(id)) log.info("canceling", { jobId: id }); });
 
   const registry = new Registry();
@@ -77,8 +80,7 @@ export async function startOrchestrator(cfg: PlatformConfig, log: Logger, secret
       await Promise.all([jobsQueue.close(), webhooks.close()]);
       metrics.close();
       stages.close();
-      sub.disconnect();
-      redis.disconnect();
+      for (const c of conns) c.disconnect();
     },
   };
 }

@@ -268,7 +268,7 @@ describe("docker-compose.yml", () => {
 });
 
 describe("Dockerfile", () => {
-  const dockerfile = readFileSync(join(ROOT, "Dockerfile"), "utf8");
+  const dockerfile = readFileSync(join(ROOT, "deploy/Dockerfile"), "utf8");
   const ignore = readFileSync(join(ROOT, ".dockerignore"), "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
 
   test("copies only paths that exist and that .dockerignore lets through", () => {

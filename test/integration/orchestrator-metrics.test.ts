@@ -83,8 +83,10 @@ test("backlog = waiting + prioritized + delayed; a scaled-to-zero stage shows de
   orch = await startOrchestrator(cfg, log, { signingKey: "k", webhookSecret: cfg.WEBHOOK_SECRET! });
   const scrape = async (): Promise<string> => (await fetch(`http://127.0.0.1:${orch!.metricsPort}/metrics`)).text();
 
-  const store = new JobStore(connectRedis(REDIS_URL));
-  const queue = new TypedQueue("jobs", { connection: connectRedis(REDIS_URL) });
+  const storeConn = connectRedis(REDIS_URL);
+  const queueConn = connectRedis(REDIS_URL);
+  const store = new JobStore(storeConn);
+  const queue = new TypedQueue("jobs", { connection: queueConn });
   const enqueue = async (opts: { priority?: number; delayMs?: number } = {}): Promise<string> => {
     const id = newJobId();
     await store.create(newJobDocument(id, createJobSchema.parse({ task: "generate", input: ["a red circle at the top left"], params: { seed: 7 } }), cfg.PUBLIC_BASE_URL!), 3600);
@@ -131,5 +133,7 @@ test("backlog = waiting + prioritized + delayed; a scaled-to-zero stage shows de
     assert.equal(metric(drained, "emu_stage_demand", 'stage="reasoner"'), 0);
   } finally {
     await queue.close();
+    storeConn.disconnect();
+    queueConn.disconnect();
   }
 });
