@@ -23,6 +23,7 @@ import { platformConfigSchema } from "../../shared/platform-config.ts";
 import { connectRedis, type RedisClient } from "../../shared/redis.adapter.ts";
 import { createStageServers } from "../../services/all-in-one/stage-servers.ts";
 import { startOrchestrator, type RunningOrchestrator } from "../../services/orchestrator/orchestrator.ts";
+import { healthcheck } from "../../services/serve.ts";
 import { PACKAGE_DIR } from "../support/stage-cluster.ts";
 
 const REDIS_URL = `${(process.env.REDIS_URL ?? "redis://127.0.0.1:6379").replace(/\/\d+$/, "")}/9`;
@@ -81,6 +82,7 @@ test("backlog = waiting + prioritized + delayed; a scaled-to-zero stage shows de
   });
   const log = createLogger("test", "error");
   orch = await startOrchestrator(cfg, log, { signingKey: "k", webhookSecret: cfg.WEBHOOK_SECRET! });
+  await healthcheck("orchestrator", { METRICS_PORT: String(orch.metricsPort) }); // the container's health check
   const scrape = async (): Promise<string> => (await fetch(`http://127.0.0.1:${orch!.metricsPort}/metrics`)).text();
 
   const storeConn = connectRedis(REDIS_URL);
