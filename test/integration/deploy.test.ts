@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { describe, test } from "node:test";
@@ -22,6 +22,7 @@ import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
 import { Ingress, NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
+import ts from "typescript";
 import { parse, parseAllDocuments } from "yaml";
 import { SERVICE_SCHEMAS, SERVICES, serveEnv, type ServiceName } from "../../services/serve.ts";
 
@@ -59,6 +60,32 @@ const MODELS: Record<string, new (o: never) => { validate(): void }> = {
   "networking.k8s.io/v1/Ingress": Ingress, "networking.k8s.io/v1/NetworkPolicy": NetworkPolicy,
   "policy/v1/PodDisruptionBudget": PodDisruptionBudget, "keda.sh/v1alpha1/ScaledObject": ScaledObject,
 };
+
+/**
+ * The schemas above check types and required fields but let unknown fields through, so a misspelt
+ * optional field (`imagePullPolcy`) would pass. TypeScript's excess-property check on the same
+ * models' interfaces catches those: every object becomes a typed literal, compiled with `tsc`'s API.
+ */
+function typeCheckFields(name: string, objs: Obj[]): void {
+  const dir = join(ROOT, "node_modules/.cache/emu-deploy-check");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${name}-${process.pid}.ts`);
+  const lines = objs.map((o, i) => {
+    const module = o.apiVersion === "keda.sh/v1alpha1" ? `@kubernetes-models/keda/keda.sh/v1alpha1/${o.kind}` : `kubernetes-models/${o.apiVersion}/${o.kind}`;
+    return `import type { I${o.kind} as T${i} } from "${module}";\nexport const o${i}: T${i} = ${JSON.stringify(o)};`;
+  });
+  writeFileSync(file, lines.join("\n"));
+  try {
+    const program = ts.createProgram([file], { strict: true, noEmit: true, skipLibCheck: true, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022, types: [] });
+    const errors = ts.getPreEmitDiagnostics(program).map((d) => {
+      const at = d.file && d.start !== undefined ? d.file.text.slice(Math.max(0, d.start - 60), d.start + 40).replace(/\s+/g, " ") : "";
+      return `${ts.flattenDiagnosticMessageText(d.messageText, " ")}  …${at}…`;
+    });
+    assert.deepEqual(errors, [], `${name}: fields the Kubernetes/KEDA schemas do not have`);
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
 
 function render(dir: string): Obj[] {
   return parseAllDocuments(run("kubectl", ["kustomize", dir])).map((d) => d.toJS() as Obj).filter(Boolean);
@@ -135,6 +162,7 @@ function checkManifests(name: string, objs: Obj[]): void {
     assert.ok(Model, `${name}: ${o.apiVersion} ${o.kind} ${o.metadata.name} has no schema in this test; add one`);
     assert.doesNotThrow(() => new Model(o as never).validate(), (err: Error) => { throw new Error(`${name}: ${o.kind}/${o.metadata.name}: ${err.message}`); });
   }
+  typeCheckFields(name, objs);
   const configMaps = new Map(objs.filter((o) => o.kind === "ConfigMap").map((o) => [o.metadata.name, (o as unknown as { data: Record<string, string> }).data]));
   const ws = workloads(objs);
   const services = new Map<ServiceName, PodSpec>();
@@ -232,6 +260,8 @@ describe("Kubernetes manifests", () => {
   test("the validators reject a broken manifest (the checks can fail)", () => {
     assert.throws(() => new Deployment({ metadata: { name: "x" }, spec: { template: { spec: { containers: [{ name: "c", ports: [{ containerPort: "grpc" }] }] } } } } as never).validate());
     assert.throws(() => new ScaledObject({ metadata: { name: "x" }, spec: { triggers: [{ metadata: {} }] } } as never).validate());
+    const typo = { apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "x" }, spec: { selector: { matchLabels: { a: "b" } }, template: { spec: { containers: [{ name: "c", image: "i", imagePullPolcy: "Always" }] } } } };
+    assert.throws(() => typeCheckFields("typo", [typo]), /imagePullPolcy/);
     assert.throws(() => checkServiceEnv("example", { EMU_SERVICE: "reasoner", GRPC_PORT: "50052", ENCODER_MAX_BATCH_SIZE: "8" }), /does not know/);
     assert.throws(() => checkServiceEnv("example", { EMU_SERVICE: "orchestrator", STORAGE_BACKEND: "s3", REDIS_URL: "redis://r:6379" }), /S3_ENDPOINT/);
   });
