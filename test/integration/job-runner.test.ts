@@ -105,7 +105,12 @@ describe("orchestrator workers", () => {
     assert.equal(job.status, "succeeded", JSON.stringify(job.error));
     assert.equal(job.output?.images?.length, 1);
     for (const k of ["queue_ms", "encode_ms", "reason_ms", "decode_ms", "store_ms", "total_ms"]) assert.ok(k in job.metrics, k);
-    const types = (await store.readEvents(id, "0", 0)).map((e) => e.type);
+    // The document turns final just before the closing events are appended: wait for "done".
+    let types: string[] = [];
+    for (let i = 0; i < 100 && types.at(-1) !== "done"; i++) {
+      if (i) await new Promise((r) => setTimeout(r, 20));
+      types = (await store.readEvents(id, "0", 0)).map((e) => e.type);
+    }
     assert.equal(types[0], "status");
     assert.ok(types.includes("progress") && types.includes("output"));
     assert.equal(types.at(-1), "done");
