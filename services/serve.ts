@@ -6,6 +6,7 @@
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
 import { loadConfig } from "../shared/config.ts";
+import { stageServiceName } from "../shared/grpc/grpc.adapter.ts";
 import { checkHealth } from "../shared/grpc/health-client.ts";
 import { platformConfigSchema } from "../shared/platform-config.ts";
 import { decoderConfigSchema, encoderConfigSchema, reasonerConfigSchema } from "../shared/stage-config.ts";
@@ -18,11 +19,9 @@ export const serveEnv = {
   EMU_SERVICE: z.enum(SERVICES).default("all-in-one"),
 };
 
-const platformSchema = platformConfigSchema;
-
 /** Each service's whole environment schema (what deploy/ may set for it). */
 export const SERVICE_SCHEMAS = {
-  gateway: platformSchema, orchestrator: platformSchema, "all-in-one": platformSchema,
+  gateway: platformConfigSchema, orchestrator: platformConfigSchema, "all-in-one": platformConfigSchema,
   encoder: encoderConfigSchema, reasoner: reasonerConfigSchema, decoder: decoderConfigSchema,
 } as const;
 
@@ -37,12 +36,12 @@ export async function healthcheck(service: ServiceName, env: NodeJS.ProcessEnv =
   switch (service) {
     case "gateway":
     case "all-in-one":
-      return httpOk(`http://127.0.0.1:${loadConfig(platformSchema, env).PORT}/readyz`);
+      return httpOk(`http://127.0.0.1:${loadConfig(platformConfigSchema, env).PORT}/readyz`);
     case "orchestrator":
-      return httpOk(`http://127.0.0.1:${loadConfig(platformSchema, env).METRICS_PORT}/healthz`);
+      return httpOk(`http://127.0.0.1:${loadConfig(platformConfigSchema, env).METRICS_PORT}/healthz`);
     default: {
       const cfg = loadConfig(SERVICE_SCHEMAS[service], env);
-      const status = await checkHealth(`127.0.0.1:${cfg.GRPC_PORT}`, `emu.v1.${STAGE_NAMES[service]}`, 4000);
+      const status = await checkHealth(`127.0.0.1:${cfg.GRPC_PORT}`, stageServiceName(STAGE_NAMES[service]), 4000);
       if (status !== "SERVING") throw new Error(`${service}: ${status}`);
     }
   }

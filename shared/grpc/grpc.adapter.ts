@@ -12,6 +12,11 @@ import { fileURLToPath } from "node:url";
 
 export const PROTO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "../../proto");
 export type StageName = "Encoder" | "Reasoner" | "Decoder";
+
+/** The gRPC (and health-check) service name of a stage, e.g. "emu.v1.Encoder". */
+export function stageServiceName(stage: StageName): string {
+  return `emu.v1.${stage}`;
+}
 const PROTO_FILES: Record<StageName, string> = { Encoder: "emu/v1/encoder.proto", Reasoner: "emu/v1/reasoner.proto", Decoder: "emu/v1/decoder.proto" };
 
 const LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_ROOT] };
@@ -54,7 +59,7 @@ export class StageServer {
   port = 0;
 
   constructor(private readonly opts: StageServerOptions) {
-    this.serviceName = `emu.v1.${opts.stage}`;
+    this.serviceName = stageServiceName(opts.stage);
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": opts.maxMessageBytes,
       "grpc.max_send_message_length": opts.maxMessageBytes,
