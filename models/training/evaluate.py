@@ -42,8 +42,22 @@ class Runner:
         x = self.lm.embed(ids_t)
         slot = (ids_t == self.sp["<image>"]) | (ids_t == self.sp["[gIMG]"])
         if slot.any():
-            vis = self.embeds[torch.tensor(images, dtype=torch.long)].reshape(-1, self.embeds.shape[-1])
+            per_image = self.embeds[torch.tensor(images, dtype=torch.long)]
+            vis = per_image.reshape(-1, self.embeds.shape[-1])
             x[slot] = self.lm.project_up(vis[: int(slot.sum())])
+            if self.lm.summary is not None:
+                # Each image's summary at its closing [/IMG] (the slot after its last token).
+                last = torch.nonzero(slot)[:, 0][self.n_tok - 1:: self.n_tok]
+                for k, p in enumerate(last.tolist()):
+                    if p + 1 < len(ids) and ids[p + 1] == self.sp["[/IMG]"]:
+                        x[p + 1] = x[p + 1] + self.lm.summary(per_image[k: k + 1])[0]
+        return x
+
+    def image_end(self, frames):
+        """Input embedding of `[/IMG]` after each of `frames` [B,N,D] (with the model's image summary)."""
+        x = self.lm.embed(torch.full((frames.shape[0], 1), self.sp["[/IMG]"]))
+        if self.lm.summary is not None:
+            x = x + self.lm.summary(frames)[:, None]
         return x
 
     def prefill(self, seqs):
@@ -97,7 +111,7 @@ class Runner:
                 _, vis, past, mask = self.step(self.lm.project_up(vis)[:, None], past, mask)
             if f + 1 < frames:
                 # The model has now read the last slot; append [/IMG] then [IMG] for the next frame.
-                _, _, past, mask = self.step(self.lm.embed(torch.full((b, 1), self.sp["[/IMG]"])), past, mask)
+                _, _, past, mask = self.step(self.image_end(out[:, f]), past, mask)
                 _, vis, past, mask = self.step(self.lm.embed(torch.full((b, 1), self.sp["[IMG]"])), past, mask)
         return out
 
@@ -188,6 +202,18 @@ def write_e2e(file, run, split, nets, vae, uncond):
     cases["e2e_chat_greedy"] = {"graph": "e2e:text", "inputs": {
         "input_ids": torch.tensor(r["ids"][: r["prompt"]]), "image_rgb": torch.from_numpy(np.asarray(split.images[img_idx[0]])).float()},
         "outputs": {"generated_ids": torch.tensor(ids)}}
+    # Few-shot (three images: every image's summary lands at its own [/IMG]).
+    r = next(x for x in split.examples("fewshot") if len(x["images"]) == 3)
+    ids = run.greedy([run.embed_prompt(r["ids"][: r["prompt"]], r["images"])], max_new=2)[0]
+    cases["e2e_fewshot_greedy"] = {"graph": "e2e:text", "inputs": {
+        "input_ids": torch.tensor(r["ids"][: r["prompt"]]),
+        "image_rgb": torch.from_numpy(np.stack([np.asarray(split.images[i]) for i in r["images"]])).float()},
+        "outputs": {"generated_ids": torch.tensor(ids)}}
+    # Video: three frames regressed, each closed by [/IMG] (with its summary) before the next.
+    r = split.examples("video")[0]
+    toks = run.regress([run.embed_prompt(r["ids"][: r["prompt"]], [])], frames=3)[0]
+    cases["e2e_video"] = {"graph": "e2e:video", "inputs": {"input_ids": torch.tensor(r["ids"][: r["prompt"]])},
+                          "outputs": {"regressed": toks}}
     r = split.examples("t2i")[0]
     toks = run.regress([run.embed_prompt(r["ids"][: r["prompt"]], [])])[0, 0]
     g = torch.Generator().manual_seed(11)

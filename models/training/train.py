@@ -45,7 +45,7 @@ def main() -> None:
         train_direct(a.data, a.steps or 2000, a.batch or 64, a.seed)
     elif a.stage == "lm":
         from emu_tiny.lm import train_lm
-        train_lm(a.data, a.steps or 14000, a.batch or 64, a.seed)
+        train_lm(a.data, a.steps or 12500, a.batch or 64, a.seed)
 
 
 if __name__ == "__main__":

@@ -137,18 +137,24 @@ export class ArEngine {
     return this.negative;
   }
 
-  /** Input embeddings of a sequence with its image slots spliced (project_up of the encoder tokens). */
+  /**
+   * Input embeddings of a sequence with its image slots spliced (project_up of the encoder tokens)
+   * and, for a model with an image summary, each image's summary added at its closing `[/IMG]`.
+   */
   async embedSequence(seq: Sequence, images: Embeddings): Promise<Float32Array> {
     this.builder.check(seq);
     if (images.count !== seq.images.length) throw new Error(`${seq.images.length} images in the sequence, ${images.count} embedded`);
     const h = this.lm.shape.hidden;
     const x = await this.lm.embed([seq.ids]);
     const up = await this.lm.projectUp(images.data, images.count * images.tokens);
+    const summaries = await this.lm.summarize(images.data, images.count, images.tokens);
     let k = 0;
     seq.ids.forEach((id, i) => {
       if (id === this.builder.ids.image || id === this.builder.ids.frame) {
         x.set(up.subarray(k * h, (k + 1) * h), i * h);
         k++;
+      } else if (id === this.builder.ids.imgEnd && summaries.length > 0 && (seq.ids[i - 1] === this.builder.ids.image || seq.ids[i - 1] === this.builder.ids.frame)) {
+        addInto(x, i * h, summaries.subarray((k / images.tokens - 1) * h, (k / images.tokens) * h));
       }
     });
     return x;
@@ -401,14 +407,22 @@ export class ArBatch {
       toProject.forEach((v, i) => flat.set(v.vec, i * d));
       const up = await e.lm.projectUp(flat, toProject.length);
       const frameEnd = await e.lm.embed([[e.builder.ids.imgEnd], [e.builder.ids.imgStart]]);
+      const tpi = e.builder.tokensPerImage;
+      // Frames that end here: their [/IMG] carries the summary of the frame just regressed.
+      const ending = toProject.filter((v) => v.row.slots % tpi === 0);
+      const frames = new Float32Array(ending.length * tpi * d);
+      ending.forEach((v, i) => frames.set(v.row.visual.subarray((v.row.slots - tpi) * d, v.row.slots * d), i * tpi * d));
+      const summaries = await e.lm.summarize(frames, ending.length, tpi);
       toProject.forEach((v, i) => {
-        const tpi = e.builder.tokensPerImage;
         const embed = up.subarray(i * h, (i + 1) * h);
         if (v.row.slots % tpi !== 0) {
           v.row.pending.push({ embed, keep: true });
         } else {
           // End of a frame: read the last slot, close with [/IMG], open the next frame with [IMG].
-          v.row.pending.push({ embed, keep: false }, { embed: frameEnd.subarray(0, h), keep: false }, { embed: frameEnd.subarray(h, 2 * h), keep: true });
+          const close = Float32Array.from(frameEnd.subarray(0, h));
+          const j = ending.indexOf(v);
+          if (summaries.length > 0) addInto(close, 0, summaries.subarray(j * h, (j + 1) * h));
+          v.row.pending.push({ embed, keep: false }, { embed: close, keep: false }, { embed: frameEnd.subarray(h, 2 * h), keep: true });
         }
       });
     }
@@ -436,6 +450,11 @@ export class ArBatch {
       for (const r of this.rows) r.mask = r.mask.slice(minPad);
     }
   }
+}
+
+/** dst[offset + i] += src[i]. */
+function addInto(dst: Float32Array, offset: number, src: Float32Array): void {
+  for (let i = 0; i < src.length; i++) dst[offset + i] = (dst[offset + i] as number) + (src[i] as number);
 }
 
 function trimLeft(cache: KvCache, n: number, heads: number, headDim: number): KvCache {

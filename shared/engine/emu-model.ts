@@ -51,7 +51,10 @@ export class EmuModel {
     const encoder = wanted.has("encoder") ? new VisualEncoderEngine({ graph: await load(m.encoder.file), manifest: m }) : null;
     let reasoner: ArEngine | null = null;
     if (wanted.has("reasoner")) {
-      const lm = new LanguageModel({ embedTokens: await load(m.lm.embed_tokens), projectUp: await load(m.lm.project_up), decoder: await load(m.lm.decoder) }, m);
+      const lm = new LanguageModel({
+        embedTokens: await load(m.lm.embed_tokens), projectUp: await load(m.lm.project_up), decoder: await load(m.lm.decoder),
+        ...(m.lm.image_summary ? { imageSummary: await load(m.lm.image_summary) } : {}),
+      }, m);
       reasoner = new ArEngine({
         lm, builder, tokenizer, maxPositions: m.lm.max_positions,
         defaults: { maxNewTokens: m.generation.max_new_tokens, numBeams: m.generation.num_beams, temperature: m.generation.temperature },

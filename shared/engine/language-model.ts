@@ -1,5 +1,6 @@
 /**
- * The LM's three graphs (embed_tokens, project_up, decoder_model_merged) behind one typed API, and
+ * The LM's graphs (embed_tokens, project_up, decoder_model_merged, and image_summary where the
+ * manifest declares one) behind one typed API, and
  * the KV cache as plain arrays: [batch, heads, length, head_dim] per layer for keys and values.
  * Rows can be gathered (beam search, finished rows leaving) and batches merged (continuous batching:
  * both caches are left-padded to a common length; the attention mask hides the padding).
@@ -35,6 +36,8 @@ export interface LanguageModelGraphs {
   embedTokens: Graph;
   projectUp: Graph;
   decoder: Graph;
+  /** Present when the model adds an image summary at each `[/IMG]` (manifest `lm.image_summary`). */
+  imageSummary?: Graph;
 }
 
 export class LanguageModel {
@@ -66,6 +69,22 @@ export class LanguageModel {
     if (count === 0) return new Float32Array(0);
     const out = await this.graphs.projectUp.run({ visual_embeds: { dtype: "float32", dims: [1, count, this.shape.dim], data: visual } });
     return (out.inputs_embeds as HostTensor).data as Float32Array;
+  }
+
+  /** Whether `[/IMG]` inputs carry the image summary (see `summarize`). */
+  get hasImageSummary(): boolean {
+    return this.graphs.imageSummary !== undefined;
+  }
+
+  /**
+   * image_summary of `images` images of `tokens` visual embeddings each (images × tokens × D) →
+   * images × H, to add to the embedding of each image's closing `[/IMG]`. Empty when the model
+   * declares no summary (Emu2's own layout).
+   */
+  async summarize(visual: Float32Array, images: number, tokens: number): Promise<Float32Array> {
+    if (!this.graphs.imageSummary || images === 0) return new Float32Array(0);
+    const out = await this.graphs.imageSummary.run({ visual_embeds: { dtype: "float32", dims: [images, tokens, this.shape.dim], data: visual } });
+    return (out.image_summary as HostTensor).data as Float32Array;
   }
 
   /**

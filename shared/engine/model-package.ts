@@ -70,6 +70,9 @@ export const manifestSchema = z.object({
     embed_tokens: z.string(), project_up: z.string(), decoder: z.string(),
     hidden: z.number().int().positive(), layers: z.number().int().positive(), heads: z.number().int().positive(),
     head_dim: z.number().int().positive(), vocab: z.number().int().positive(), max_positions: z.number().int().positive(),
+    /** Optional graph (visual_embeds [B,N,D] → image_summary [B,H]) whose output is added to the
+     * input embedding of each image's closing `[/IMG]`: emu2-tiny's declared deviation from Emu2. */
+    image_summary: z.string().optional(),
   }),
   decoders: z.object({ default: z.string() }).catchall(z.union([diffusionDecoder, directDecoder, z.string()])),
   video: z.object({ frames: z.number().int().positive(), fps: z.number().positive() }),
@@ -109,6 +112,7 @@ export function loadModelPackage(dir: string, opts: { verifyHashes?: boolean } =
   const manifest = parsed.data;
   const referenced = [
     manifest.tokenizer.file, manifest.encoder.file, manifest.lm.embed_tokens, manifest.lm.project_up, manifest.lm.decoder,
+    ...(manifest.lm.image_summary ? [manifest.lm.image_summary] : []),
     ...Object.entries(manifest.decoders).flatMap(([, d]) =>
       typeof d === "string" ? [] : d.type === "diffusion" ? [d.unet, d.vae_decoder] : [d.file]),
   ];

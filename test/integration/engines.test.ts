@@ -13,7 +13,8 @@ import { Graph } from "../../shared/engine/onnx-session.adapter.ts";
 import { SequenceError } from "../../shared/engine/sequence.ts";
 import type { Embeddings } from "../../shared/engine/visual-encoder.engine.ts";
 
-const PACKAGE_DIR = join(import.meta.dirname, "../../models/emu2-tiny");
+// EMU_TEST_PACKAGE points the tests at another package (e.g. a fresh export before it replaces the shipped one).
+const PACKAGE_DIR = process.env.EMU_TEST_PACKAGE ?? join(import.meta.dirname, "../../models/emu2-tiny");
 
 interface ParityTensor { dtype: "float32" | "int64"; dims: number[]; data_b64: string }
 interface ParityCase { graph: string; inputs: Record<string, ParityTensor>; outputs: Record<string, ParityTensor> }
@@ -106,6 +107,36 @@ describe("engines on emu2-tiny", () => {
     assert.ok(maxDiff(neg, floats(t2i.outputs.negative!)) <= 1e-3, "unconditional embeddings");
     const img = await model.decoder!.decodeRaw({ embeddings: floats(t2i.outputs.regressed!), count: 1, negative: floats(t2i.outputs.negative!), noise: floats(t2i.inputs.noise!), steps: 20, guidanceScale: 2, decoder: "diffusion" });
     assert.ok(maxDiff(img.data as Float32Array, floats(t2i.outputs.image!)) <= 1e-3, "decoded image");
+  });
+
+  it("adds each image's summary at its [/IMG] as PyTorch does (few-shot prompt, video frames)", async (t) => {
+    const few = parityCase("e2e_fewshot_greedy");
+    const video = parityCase("e2e_video");
+    if (!model.manifest.lm.image_summary) {
+      assert.equal(few, null, "a package without lm.image_summary should not carry summary cases");
+      return t.skip("the package declares no image summary (Emu2's own layout)");
+    }
+    assert.ok(few && video, "a package with lm.image_summary must carry e2e_fewshot_greedy and e2e_video");
+    const [n, h, w] = few.inputs.image_rgb!.dims as [number, number, number, number];
+    const rgb = floats(few.inputs.image_rgb!);
+    const size = h * w * 3;
+    const prepared = Array.from({ length: n }, (_, i) => ({ width: w, height: h, data: Uint8Array.from(rgb.subarray(i * size, (i + 1) * size)) }));
+    const images = await model.encoder!.encodePrepared(prepared);
+    const ids = ints(few.inputs.input_ids!);
+    const slots = Array.from({ length: n }, () => ({ kind: "bytes" as const, data: new Uint8Array(0) }));
+    const r = await model.reasoner!.generate({ sequence: { ids, images: slots }, images, mode: "text", text: { maxNewTokens: 2 } });
+    const stops = model.reasoner!.stopIds();
+    assert.deepEqual(r.tokens, ints(few.outputs.generated_ids!).filter((x) => !stops.has(x)));
+    // Without the summaries the same prompt gives other logits: the check above depends on them.
+    const plain = await model.reasoner!.embedSequence({ ids, images: slots }, images);
+    const tk = model.tokenizer;
+    const close = ids.indexOf(tk.id("[/IMG]"));
+    const bare = await model.reasoner!.lm.embed([[tk.id("[/IMG]")]]);
+    const hidden = model.manifest.lm.hidden;
+    assert.ok(maxDiff(plain.subarray(close * hidden, (close + 1) * hidden), bare) > 0.1, "[/IMG] carries the image summary");
+    const frames = (video.outputs.regressed!.dims)[0] as number;
+    const v = await model.reasoner!.generate({ sequence: { ids: ints(video.inputs.input_ids!), images: [] }, images: none(), mode: "video", frames });
+    assert.ok(maxDiff(v.visual, floats(video.outputs.regressed!)) <= 1e-3, "regressed video frames");
   });
 
   it("continuous batching gives the one-by-one results", async () => {

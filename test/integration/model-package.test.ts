@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { loadModelPackage, ModelPackageError } from "../../shared/engine/model-package.ts";
 import { Graph, type HostTensor } from "../../shared/engine/onnx-session.adapter.ts";
 
-const PACKAGE_DIR = join(import.meta.dirname, "../../models/emu2-tiny");
+// EMU_TEST_PACKAGE points the tests at another package (e.g. a fresh export before it replaces the shipped one).
+const PACKAGE_DIR = process.env.EMU_TEST_PACKAGE ?? join(import.meta.dirname, "../../models/emu2-tiny");
 
 interface ParityTensor { dtype: "float32" | "int64"; dims: number[]; data_b64: string }
 interface ParityCase { graph: string; inputs: Record<string, ParityTensor>; outputs: Record<string, ParityTensor> }
@@ -32,6 +33,7 @@ describe("emu2-tiny model package", () => {
       [m.encoder.file]: [["pixel_values"], ["image_embeds"]],
       [m.lm.embed_tokens]: [["input_ids"], ["inputs_embeds"]],
       [m.lm.project_up]: [["visual_embeds"], ["inputs_embeds"]],
+      ...(m.lm.image_summary ? { [m.lm.image_summary]: [["visual_embeds"], ["image_summary"]] as [string[], string[]] } : {}),
       [m.lm.decoder]: [
         ["inputs_embeds", "attention_mask", "position_ids", ...Array.from({ length: L }, (_, i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`]).flat()],
         ["logits", "visual_embeds", ...Array.from({ length: L }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat()],
@@ -58,6 +60,7 @@ describe("emu2-tiny model package", () => {
     const graphFiles: Record<string, string> = {
       visual_encoder: m.encoder.file, embed_tokens: m.lm.embed_tokens, project_up: m.lm.project_up,
       decoder_model_merged: m.lm.decoder,
+      ...(m.lm.image_summary ? { image_summary: m.lm.image_summary } : {}),
     };
     for (const d of Object.values(m.decoders)) {
       if (typeof d === "string") continue;

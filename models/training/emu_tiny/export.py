@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from .common import path
 from .data import CLIP_MEAN, CLIP_STD
+from .lm import IMAGE_SUMMARY
 from .decoder import BETA_END, BETA_START, TRAIN_TIMESTEPS, ddim_sample
 from .modules import (AEConfig, Autoencoder, CausalLM, DirectDecoder, DirectHead, EncoderConfig, LatentUNet, LMConfig,
                       UNetConfig, VaeDecoder, VisualEncoder)
@@ -45,7 +46,7 @@ def random_networks(vocab: int, seed: int = 0) -> Networks:
     torch.manual_seed(seed)
     ec = EncoderConfig()
     uc = UNetConfig(context_dim=ec.dim)
-    return Networks(VisualEncoder(ec), CausalLM(LMConfig(vocab=vocab, dim=ec.dim)), Autoencoder(AEConfig()),
+    return Networks(VisualEncoder(ec), CausalLM(LMConfig(vocab=vocab, dim=ec.dim, image_summary=IMAGE_SUMMARY)), Autoencoder(AEConfig()),
                     LatentUNet(uc), DirectHead(uc, tokens=ec.tokens), torch.zeros(ec.tokens, ec.dim))
 
 
@@ -91,6 +92,15 @@ class _ProjectUp(torch.nn.Module):
         return self.lm.project_up(visual_embeds)
 
 
+class _Summary(torch.nn.Module):
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, visual_embeds):
+        return self.lm.summary(visual_embeds)
+
+
 def sha256(p: str) -> str:
     h = hashlib.sha256()
     with open(p, "rb") as f:
@@ -131,6 +141,15 @@ def export_package(nets: Networks, out_dir: str, tokenizer_json: str, version: s
     _export(_ProjectUp(nets.lm), (ve,), os.path.join(out_dir, "project_up.onnx"), ["visual_embeds"], ["inputs_embeds"],
             {"visual_embeds": {0: "B", 1: "T"}, "inputs_embeds": {0: "B", 1: "T"}})
     case("project_up", "project_up", {"visual_embeds": ve}, {"inputs_embeds": nets.lm.project_up(ve)})
+    summary_file = os.path.join(out_dir, "image_summary.onnx")
+    if nets.lm.summary is not None:
+        # image_summary: one image's N visual tokens → the vector added at its [/IMG].
+        vs = torch.randn(2, ec.tokens, lc.dim, generator=g)
+        _export(_Summary(nets.lm), (vs,), summary_file, ["visual_embeds"], ["image_summary"],
+                {"visual_embeds": {0: "B", 1: "N"}, "image_summary": {0: "B"}})
+        case("image_summary", "image_summary", {"visual_embeds": vs}, {"image_summary": nets.lm.summary(vs)})
+    elif os.path.exists(summary_file):
+        os.remove(summary_file)
 
     # decoder_model_merged: traced with a non-empty past; checked with an empty one and a cached step.
     L = lc.layers
@@ -231,7 +250,8 @@ def export_package(nets: Networks, out_dir: str, tokenizer_json: str, version: s
                     "box_mask_thickness": 2},
         "lm": {"embed_tokens": "embed_tokens.onnx", "project_up": "project_up.onnx",
                "decoder": "decoder_model_merged.onnx", "hidden": lc.hidden, "layers": lc.layers, "heads": lc.heads,
-               "head_dim": lc.head_dim, "vocab": lc.vocab, "max_positions": lc.max_positions},
+               "head_dim": lc.head_dim, "vocab": lc.vocab, "max_positions": lc.max_positions,
+               **({"image_summary": "image_summary.onnx"} if nets.lm.summary is not None else {})},
         "decoders": {
             "default": card.get("default_decoder", "diffusion"),
             "diffusion": {"type": "diffusion", "unet": "unet.onnx", "vae_decoder": "vae_decoder.onnx",

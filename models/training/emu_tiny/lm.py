@@ -18,6 +18,8 @@ BATCH_CAP = {"video": 32}
 # Share of text→image examples trained without their prompt, so `<s>[IMG]` regresses the
 # unconditional tokens that classifier-free guidance subtracts (Emu2's cached negative).
 UNCOND_SHARE = 0.05
+# The image summary at each `[/IMG]` (modules.ImageSummary; the manifest declares it).
+IMAGE_SUMMARY = "attn"
 # Noise on the teacher-forced inputs of generated slots: at inference the LM reads back its own
 # (imperfect) regressions.
 GEN_INPUT_NOISE = 0.1
@@ -37,7 +39,7 @@ class TaskData:
 class Batcher:
     def __init__(self, split: Split, embeds: np.ndarray, tasks, seed: int):
         sp = split.special
-        self.pad, self.bos, self.img = sp["[PAD]"], sp["<s>"], sp["[IMG]"]
+        self.pad, self.bos, self.img, self.img_end = sp["[PAD]"], sp["<s>"], sp["[IMG]"], sp["[/IMG]"]
         self.slots = (sp["<image>"], sp["[gIMG]"])
         self.n_tok = split.tokens_per_image
         self.embeds = embeds
@@ -56,7 +58,7 @@ class Batcher:
         b, t = len(seqs), max(len(s) for s in seqs)
         input_ids = np.full((b, t), self.pad, dtype=np.int64)
         mask = np.zeros((b, t), dtype=np.int64)
-        slot_pos, slot_src, reg_pos, reg_src, ce_pos, ce_tgt = [], [], [], [], [], []
+        slot_pos, slot_src, reg_pos, reg_src, ce_pos, ce_tgt, end_pos = [], [], [], [], [], [], []
         for r, (ids, im, gen, sp) in enumerate(zip(seqs, imgs, gens, spans)):
             input_ids[r, : len(ids)] = ids
             mask[r, : len(ids)] = 1
@@ -64,6 +66,10 @@ class Batcher:
             src = (im[:, None] * self.n_tok + np.arange(self.n_tok)[None]).reshape(-1)
             assert len(pos) == len(src), "visual slots and images disagree"
             slot_pos.append(r * t + pos); slot_src.append(src)
+            # Each image's closing [/IMG] (absent only where a variant layout drops it: -1).
+            after = pos[self.n_tok - 1:: self.n_tok] + 1
+            closed = (after < len(ids)) & (ids[np.minimum(after, len(ids) - 1)] == self.img_end)
+            end_pos.append(np.where(closed, r * t + after, -1))
             is_gen = np.repeat(gen, self.n_tok)
             reg_pos.append(r * t + pos[is_gen] - 1); reg_src.append(src[is_gen])
             for s, e in sp:
@@ -75,7 +81,7 @@ class Batcher:
         return {
             "input_ids": torch.from_numpy(input_ids), "mask": torch.from_numpy(mask),
             "slot_pos": torch.from_numpy(cat(slot_pos)), "slot_vec": torch.from_numpy(np.asarray(flat[slot_src])),
-            "gen_slot": torch.from_numpy(gen_slot),
+            "gen_slot": torch.from_numpy(gen_slot), "end_pos": torch.from_numpy(cat(end_pos)),
             "reg_pos": torch.from_numpy(cat(reg_pos)), "reg_vec": torch.from_numpy(np.asarray(flat[reg_src])),
             "ce_pos": torch.from_numpy(cat(ce_pos)), "ce_tgt": torch.from_numpy(cat(ce_tgt)),
         }
@@ -95,6 +101,11 @@ def forward(model: CausalLM, b, augment: bool = True):
     if augment and GEN_INPUT_NOISE > 0:
         vec = vec + torch.randn_like(vec) * GEN_INPUT_NOISE * b["gen_slot"][:, None].float()
     flat[b["slot_pos"]] = model.project_up(vec)
+    if model.summary is not None and len(vec):
+        # The summary of each image's (noised, for generated ones) inputs, at its [/IMG].
+        summ = model.summary(vec.reshape(len(b["end_pos"]), -1, vec.shape[-1]))
+        ok = b["end_pos"] >= 0
+        flat[b["end_pos"][ok]] = flat[b["end_pos"][ok]] + summ[ok]
     x = flat.reshape(bsz, t, h)
     pos = (mask.cumsum(1) - 1).clamp_min(0)
     logits, vis, _ = model(x, mask, pos, model.empty_past(bsz))
@@ -133,7 +144,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3)
     embeds = np.load(f"{data_dir}/embeds.npy", mmap_mode="r")
     embeds = np.ascontiguousarray(embeds)  # ~100 MB: random access in RAM
     batcher = Batcher(split, embeds, list(MIXTURE), seed)
-    cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2])
+    cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2], image_summary=IMAGE_SUMMARY)
     model = CausalLM(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     ck = Checkpoint("lm")
@@ -172,7 +183,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3)
         if step % 250 == 0 or step == steps - 1:
             means = {t: float(np.mean(v[-50:])) for t, v in run.items() if v}
             log(f"step {step}", steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed), **means)
-        if step % 2000 == 0 or step == steps - 1:
+        if step % 1000 == 0 or step == steps - 1:
             log(f"probe step {step}", **probe_fewshot(model, batcher, shots_rows))
         ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                  "elapsed": time.time() - t0, "config": cfg.__dict__}, force=step == steps - 1)

@@ -132,6 +132,9 @@ class LMConfig:
     max_positions: int = 512
     rope_theta: float = 10000.0
     dim: int = 64            # encoder dim D (project_up / project_down)
+    # "" (Emu2 exactly) or "attn": an image summary added to the input embedding of each image's
+    # closing `[/IMG]` (see ImageSummary). The manifest declares it so the runtime applies it.
+    image_summary: str = ""
 
     @property
     def head_dim(self) -> int:
@@ -189,12 +192,41 @@ class DecoderLayer(nn.Module):
         return x + self.down(F.silu(self.gate(hs)) * self.up(hs)), k, v
 
 
+class ImageSummary(nn.Module):
+    """One vector per image, from its visual tokens [B,N,D] → [B,H], added to the embedding of the
+    image's closing `[/IMG]` (emu2-tiny's one deviation from Emu2, declared in the manifest).
+
+    Why: in Emu2's layout `[IMG] <image>×N [/IMG] dax .` the token before every few-shot label, and
+    the position that predicts the query's label, is the constant `[/IMG]`, so a shallow LM's
+    induction circuit (copy the previous token's content into the label, match the query against
+    it) has nothing to copy; and the encoder puts an object's attributes in the one token that
+    covers its centre. A per-token feature, attention-pooled over the image (the pooling picks the
+    tokens that hold something), gives `[/IMG]` the image's content."""
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.feat = nn.Linear(cfg.dim, cfg.hidden)
+        self.score = nn.Linear(cfg.hidden, cfg.heads)
+        self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
+        self.norm = RMSNorm(cfg.hidden)
+
+    def forward(self, visual):
+        b, n, _ = visual.shape
+        f = F.gelu(self.feat(visual))                                   # [B,N,H]
+        a = torch.softmax(self.score(f), dim=1)                         # [B,N,heads]
+        f = f.reshape(b, n, self.heads, -1)
+        pooled = (a.unsqueeze(-1) * f).sum(1).reshape(b, -1)            # [B,H]
+        return self.norm(self.out(pooled))
+
+
 class CausalLM(nn.Module):
     def __init__(self, cfg: LMConfig):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab, cfg.hidden)
         self.project_up = nn.Linear(cfg.dim, cfg.hidden, bias=False)
+        self.summary = ImageSummary(cfg) if cfg.image_summary == "attn" else None
         self.layers = nn.ModuleList([DecoderLayer(cfg) for _ in range(cfg.layers)])
         self.norm = RMSNorm(cfg.hidden)
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=False)
