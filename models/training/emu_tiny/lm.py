@@ -18,6 +18,9 @@ BATCH_CAP = {"video": 32}
 # Share of text→image examples trained without their prompt, so `<s>[IMG]` regresses the
 # unconditional tokens that classifier-free guidance subtracts (Emu2's cached negative).
 UNCOND_SHARE = 0.05
+# Research knob (icl_diagnostic.py REPEAT; off in the recipe): share of few-shot episodes whose
+# query is replaced by an exact copy of one demonstration, with that demonstration's label.
+REPEAT_SHARE = 0.0
 # The image summary at each `[/IMG]` (modules.ImageSummary; the manifest declares it).
 IMAGE_SUMMARY = "attn"
 # Noise on the teacher-forced inputs of generated slots: at inference the LM reads back its own
@@ -54,6 +57,8 @@ class Batcher:
             if augment and task == "t2i" and self.rng.random() < UNCOND_SHARE:
                 k = int(np.argmax(ids == self.img))
                 ids = np.concatenate([ids[:1], ids[k:]])
+            if REPEAT_SHARE > 0 and augment and task == "fewshot" and len(im) >= 2 and self.rng.random() < REPEAT_SHARE:
+                ids, im, sp = self.repeat_query(ids, im, sp)
             seqs.append(ids); imgs.append(im); gens.append(gen); spans.append(sp)
         b, t = len(seqs), max(len(s) for s in seqs)
         input_ids = np.full((b, t), self.pad, dtype=np.int64)
@@ -85,6 +90,16 @@ class Batcher:
             "reg_pos": torch.from_numpy(cat(reg_pos)), "reg_vec": torch.from_numpy(np.asarray(flat[reg_src])),
             "ce_pos": torch.from_numpy(cat(ce_pos)), "ce_tgt": torch.from_numpy(cat(ce_tgt)),
         }
+
+    def repeat_query(self, ids, im, sp):
+        """The episode with its query image replaced by demonstration j's image and label."""
+        ends = np.nonzero(ids == self.img_end)[0]
+        j = int(self.rng.integers(len(im) - 1))
+        q = int(ends[-1]) + 1                       # the query's label position
+        ids = ids.copy(); ids[q] = ids[ends[j] + 1]
+        im = im.copy(); im[-1] = im[j]
+        sp = [s for s in sp if s[0] != q] + [[q, min(q + 2, len(ids))]]
+        return ids, im, sp
 
     def sample(self, task: str, batch: int, holdout: bool = False):
         n = self.data[task].n

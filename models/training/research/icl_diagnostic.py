@@ -11,7 +11,7 @@ calibration's tokens) | ideal_distract (+ position and background) | ideal_local
 the object's own token only). Environment: FORMAT=calib drops <s>, [IMG] and [/IMG] (the
 calibration's bare layout); VIS_SCALE multiplies the visual inputs; EMB_STD re-initialises the token
 embeddings; LAYERS (default 2) sets the LM's depth; SUMMARY=attn adds the image summary at `[/IMG]`
-(modules.ImageSummary); PROBE_EVERY (default 1000) steps between probes. Seeds are fixed (0). Runs on CUDA when
+(modules.ImageSummary); REPEAT sets lm.REPEAT_SHARE (exact-copy queries); PROBE_EVERY (default 1000) steps between probes. Seeds are fixed (0). Runs on CUDA when
 present: 11-14k steps in 5-7 minutes on an H100, several variants side by side."""
 import sys, time, json, os
 import numpy as np, torch
@@ -68,6 +68,7 @@ if os.environ.get("FORMAT") == "calib":
         d.prompt[i] = int(newpos[d.prompt[i]]); d.ids[i] = ids[keep]
 
 L.HOLDOUT = 1000
+L.REPEAT_SHARE = float(os.environ.get("REPEAT", 0))
 cfg = LMConfig(vocab=split.meta["vocab_size"], dim=D, layers=int(os.environ.get("LAYERS", 2)),
                image_summary=os.environ.get("SUMMARY", ""))
 model = CausalLM(cfg)
