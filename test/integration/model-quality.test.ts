@@ -13,18 +13,18 @@ const PACKAGE_DIR = join(import.meta.dirname, "../../models/emu2-tiny");
 
 /**
  * Minimum accuracy per row at n = 40 with the default (direct) decoder: the card's full-run numbers
- * (200 per row: caption 95.5, VQA 97.0, 2-shot 57.0, 4-shot 43.0, text→image 94.0, subject 73.0,
- * grounded 100, video 58.5) minus about three standard errors at n = 40.
+ * (200 per row: caption 99.5, VQA 91.5, 2-shot 56.0, 4-shot 41.5, text→image 95.5, subject 71.0,
+ * grounded 98.5, video 77.0) minus about three standard errors at n = 40.
  */
 const THRESHOLDS: Record<string, number> = {
-  "captioning: every attribute right": 0.8,
-  "VQA (all questions)": 0.85,
-  "few-shot, 2-shot": 0.35,
-  "few-shot, 4-shot": 0.2,
-  "text→image: shape, colour, cell": 0.75,
+  "captioning: every attribute right": 0.85,
+  "VQA (all questions)": 0.78,
+  "few-shot, 2-shot": 0.32,
+  "few-shot, 4-shot": 0.18,
+  "text→image: shape, colour, cell": 0.8,
   "subject-driven (image + edit → image)": 0.5,
   "box-grounded: centre inside the box": 0.85,
-  "video: direction of motion": 0.35,
+  "video: direction of motion": 0.57,
 };
 
 describe("emu2-tiny quality through the TypeScript runtime", () => {
