@@ -48,9 +48,10 @@ class Runner:
             if self.lm.summary is not None:
                 # Each image's summary at its closing [/IMG] (the slot after its last token).
                 last = torch.nonzero(slot)[:, 0][self.n_tok - 1:: self.n_tok]
+                summ = self.lm.summary(per_image)
                 for k, p in enumerate(last.tolist()):
                     if p + 1 < len(ids) and ids[p + 1] == self.sp["[/IMG]"]:
-                        x[p + 1] = x[p + 1] + self.lm.summary(per_image[k: k + 1])[0]
+                        x[p + 1] = x[p + 1] + summ[k]
         return x
 
     def image_end(self, frames):

@@ -413,6 +413,7 @@ export class ArBatch {
       const frames = new Float32Array(ending.length * tpi * d);
       ending.forEach((v, i) => frames.set(v.row.visual.subarray((v.row.slots - tpi) * d, v.row.slots * d), i * tpi * d));
       const summaries = await e.lm.summarize(frames, ending.length, tpi);
+      let j = 0; // index into `ending` (same order as toProject)
       toProject.forEach((v, i) => {
         const embed = up.subarray(i * h, (i + 1) * h);
         if (v.row.slots % tpi !== 0) {
@@ -420,8 +421,8 @@ export class ArBatch {
         } else {
           // End of a frame: read the last slot, close with [/IMG], open the next frame with [IMG].
           const close = Float32Array.from(frameEnd.subarray(0, h));
-          const j = ending.indexOf(v);
           if (summaries.length > 0) addInto(close, 0, summaries.subarray(j * h, (j + 1) * h));
+          j++;
           v.row.pending.push({ embed, keep: false }, { embed: close, keep: false }, { embed: frameEnd.subarray(h, 2 * h), keep: true });
         }
       });

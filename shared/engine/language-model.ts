@@ -71,11 +71,6 @@ export class LanguageModel {
     return (out.inputs_embeds as HostTensor).data as Float32Array;
   }
 
-  /** Whether `[/IMG]` inputs carry the image summary (see `summarize`). */
-  get hasImageSummary(): boolean {
-    return this.graphs.imageSummary !== undefined;
-  }
-
   /**
    * image_summary of `images` images of `tokens` visual embeddings each (images × tokens × D) →
    * images × H, to add to the embedding of each image's closing `[/IMG]`. Empty when the model

@@ -74,31 +74,15 @@ class _LMGraph(torch.nn.Module):
         return (logits, vis) + tuple(t for kv in present for t in kv)
 
 
-class _Embed(torch.nn.Module):
-    def __init__(self, lm):
+class _LMPart(torch.nn.Module):
+    """One of the LM's single-input parts (embed, project_up, summary) as its own graph."""
+
+    def __init__(self, lm, part: str):
         super().__init__()
-        self.lm = lm
+        self.lm, self.part = lm, part
 
-    def forward(self, input_ids):
-        return self.lm.embed(input_ids)
-
-
-class _ProjectUp(torch.nn.Module):
-    def __init__(self, lm):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, visual_embeds):
-        return self.lm.project_up(visual_embeds)
-
-
-class _Summary(torch.nn.Module):
-    def __init__(self, lm):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, visual_embeds):
-        return self.lm.summary(visual_embeds)
+    def forward(self, x):
+        return getattr(self.lm, self.part)(x)
 
 
 def sha256(p: str) -> str:
@@ -134,18 +118,18 @@ def export_package(nets: Networks, out_dir: str, tokenizer_json: str, version: s
 
     # embed_tokens / project_up
     ids = torch.randint(0, lc.vocab, (2, 5), generator=g)
-    _export(_Embed(nets.lm), (ids,), os.path.join(out_dir, "embed_tokens.onnx"), ["input_ids"], ["inputs_embeds"],
+    _export(_LMPart(nets.lm, "embed"), (ids,), os.path.join(out_dir, "embed_tokens.onnx"), ["input_ids"], ["inputs_embeds"],
             {"input_ids": {0: "B", 1: "T"}, "inputs_embeds": {0: "B", 1: "T"}})
     case("embed_tokens", "embed_tokens", {"input_ids": ids}, {"inputs_embeds": nets.lm.embed(ids)})
     ve = torch.randn(2, 3, lc.dim, generator=g)
-    _export(_ProjectUp(nets.lm), (ve,), os.path.join(out_dir, "project_up.onnx"), ["visual_embeds"], ["inputs_embeds"],
+    _export(_LMPart(nets.lm, "project_up"), (ve,), os.path.join(out_dir, "project_up.onnx"), ["visual_embeds"], ["inputs_embeds"],
             {"visual_embeds": {0: "B", 1: "T"}, "inputs_embeds": {0: "B", 1: "T"}})
     case("project_up", "project_up", {"visual_embeds": ve}, {"inputs_embeds": nets.lm.project_up(ve)})
     summary_file = os.path.join(out_dir, "image_summary.onnx")
     if nets.lm.summary is not None:
         # image_summary: one image's N visual tokens → the vector added at its [/IMG].
         vs = torch.randn(2, ec.tokens, lc.dim, generator=g)
-        _export(_Summary(nets.lm), (vs,), summary_file, ["visual_embeds"], ["image_summary"],
+        _export(_LMPart(nets.lm, "summary"), (vs,), summary_file, ["visual_embeds"], ["image_summary"],
                 {"visual_embeds": {0: "B", 1: "N"}, "image_summary": {0: "B"}})
         case("image_summary", "image_summary", {"visual_embeds": vs}, {"image_summary": nets.lm.summary(vs)})
     elif os.path.exists(summary_file):
