@@ -14,6 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import emu_tiny  # noqa: E402,F401  (first: picks OpenBLAS's kernels before numpy loads it)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 

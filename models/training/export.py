@@ -6,6 +6,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import emu_tiny  # noqa: E402,F401  (first: picks OpenBLAS's kernels before torch loads it)
 import torch  # noqa: E402
 
 from emu_tiny.export import export_package, load_trained, random_networks  # noqa: E402
