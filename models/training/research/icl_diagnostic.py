@@ -14,8 +14,9 @@ embeddings; LAYERS (default 2) sets the LM's depth; SUMMARY=attn adds the image 
 (modules.ImageSummary); REPEAT sets lm.REPEAT_SHARE (exact-copy queries); PROBE_EVERY (default 1000) steps between probes. Seeds are fixed (0). Runs on CUDA when
 present: 11-14k steps in 5-7 minutes on an H100, several variants side by side."""
 import sys, time, json, os
-import numpy as np, torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import emu_tiny  # first: picks OpenBLAS's kernels before numpy loads it
+import numpy as np, torch
 from emu_tiny import lm as L
 from emu_tiny.modules import CausalLM, LMConfig
 import gzip
