@@ -2,9 +2,9 @@
 
 Importing this package first chooses OpenBLAS's kernels where its own CPU detection fails: Debian
 12's OpenBLAS 0.3.21 does not know newer Xeons (seen: family 6 model 207, "Intel(R) Xeon(R)
-Processor") and falls back to its Prescott (SSE3) kernels, which made every stage 2-4x slower and
-the LM's matmuls 4-7x slower (13 against 56-96 GFLOPS on one core). The kernels are chosen from the
-CPU's instruction-set flags, which is all they need. It must run before numpy or torch load
+Processor") and falls back to its Prescott (SSE3) kernels: the LM's matmuls ran 4-7x slower (13
+against 56-96 GFLOPS on one core), its training step about 3x, an encoder step 1.75x (numbers in
+../README.md). The kernels are chosen from the CPU's instruction-set flags, which is all they need. It must run before numpy or torch load
 OpenBLAS; an OPENBLAS_CORETYPE set by the caller wins."""
 import os
 
