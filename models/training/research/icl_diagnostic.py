@@ -11,7 +11,8 @@ calibration's tokens) | ideal_distract (+ position and background) | ideal_local
 the object's own token only). Environment: FORMAT=calib drops <s>, [IMG] and [/IMG] (the
 calibration's bare layout); VIS_SCALE multiplies the visual inputs; EMB_STD re-initialises the token
 embeddings; LAYERS (default 2) sets the LM's depth; SUMMARY=attn adds the image summary at `[/IMG]`
-(modules.ImageSummary); REPEAT sets lm.REPEAT_SHARE (exact-copy queries); PROBE_EVERY (default 1000) steps between probes. Seeds are fixed (0). Runs on CUDA when
+(modules.ImageSummary); REPEAT sets lm.REPEAT_SHARE (exact-copy queries); PROBE_EVERY (default 1000) steps between probes; WARMUP first trains that many steps of text-only
+associative recall (lm.RecallEpisodes). Seeds are fixed (0). Runs on CUDA when
 present: 11-14k steps in 5-7 minutes on an H100, several variants side by side."""
 import sys, time, json, os
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -92,6 +93,20 @@ def probe():
             res[k] = round(np.mean([int(lg[r, fd.prompt[i] - 1].argmax()) == int(fd.ids[i][fd.prompt[i]]) for r, i in enumerate(rows)]), 3)
     model.train(); return res
 t0 = time.time(); step = 0
+warm = int(os.environ.get("WARMUP", 0))
+if warm:
+    rec = L.RecallEpisodes(split, fd, np.random.default_rng(1), D)
+    for ws in range(warm):
+        for g in opt.param_groups: g["lr"] = lr * min(1, (ws + 1) / 300)
+        out, lg = L.forward(model, cuda(rec.sample(64)))
+        opt.zero_grad(); out["ce"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
+        if (ws + 1) % 250 == 0:
+            with torch.no_grad():
+                bt = cuda(rec.sample(256)); _, lg = L.forward(model, bt, augment=False)
+                acc = (lg.reshape(-1, lg.shape[-1])[bt["ce_pos"]].argmax(-1) == bt["ce_tgt"]).float().mean().item()
+            print(f"warmup step {ws + 1} t={time.time()-t0:.0f}s loss={out['ce'].item():.3f} recall={acc:.3f}", flush=True)
+    print(f"after warmup probe={probe()}", flush=True)
 while time.time() - t0 < seconds:
     for g in opt.param_groups: g["lr"] = lr * min(1, (step + 1) / 300)
     out, _ = L.forward(model, cuda(b.sample("fewshot", 64)))
