@@ -218,10 +218,11 @@ def probe_fewshot(model, batcher: Batcher, shots_rows: dict):
 
 
 @torch.no_grad()
-def probe_recall(model, recall: RecallEpisodes) -> float:
-    """Accuracy of the recalled values on 256 fresh text-only episodes."""
+def probe_recall(model, recall: RecallEpisodes, to=lambda b: b) -> float:
+    """Accuracy of the recalled values on 256 fresh text-only episodes (`to` moves the batch to the
+    model's device)."""
     model.eval()
-    b = recall.sample(256)
+    b = to(recall.sample(256))
     _, logits = forward(model, b, augment=False)
     model.train()
     return float((logits.reshape(-1, logits.shape[-1])[b["ce_pos"]].argmax(-1) == b["ce_tgt"]).float().mean())

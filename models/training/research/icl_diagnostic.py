@@ -98,14 +98,11 @@ if warm:
     rec = L.RecallEpisodes(split, fd, np.random.default_rng(1), D)
     for ws in range(warm):
         for g in opt.param_groups: g["lr"] = lr * min(1, (ws + 1) / 300)
-        out, lg = L.forward(model, cuda(rec.sample(64)))
+        out, _ = L.forward(model, cuda(rec.sample(64)))
         opt.zero_grad(); out["ce"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
         if (ws + 1) % 250 == 0:
-            with torch.no_grad():
-                bt = cuda(rec.sample(256)); _, lg = L.forward(model, bt, augment=False)
-                acc = (lg.reshape(-1, lg.shape[-1])[bt["ce_pos"]].argmax(-1) == bt["ce_tgt"]).float().mean().item()
-            print(f"warmup step {ws + 1} t={time.time()-t0:.0f}s loss={out['ce'].item():.3f} recall={acc:.3f}", flush=True)
+            print(f"warmup step {ws + 1} t={time.time()-t0:.0f}s loss={out['ce'].item():.3f} recall={L.probe_recall(model, rec, cuda):.3f}", flush=True)
     print(f"after warmup probe={probe()}", flush=True)
 while time.time() - t0 < seconds:
     for g in opt.param_groups: g["lr"] = lr * min(1, (step + 1) / 300)
