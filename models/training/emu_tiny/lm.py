@@ -199,14 +199,15 @@ def forward(model: CausalLM, b, augment: bool = True):
 
 
 @torch.no_grad()
-def probe_fewshot(model, batcher: Batcher, shots_rows: dict):
-    """Teacher-forced accuracy of the query label's first token on held-out episodes, per shot count."""
+def probe_fewshot(model, batcher: Batcher, shots_rows: dict, to=lambda b: b):
+    """Teacher-forced accuracy of the query label's first token on held-out episodes, per shot count
+    (`to` moves the batch to the model's device)."""
     model.eval()
     res = {}
     for k, rows in shots_rows.items():
         if not rows:
             continue
-        b = batcher.build("fewshot", rows, augment=False)
+        b = to(batcher.build("fewshot", rows, augment=False))
         _, logits = forward(model, b, augment=False)
         d = batcher.data["fewshot"]
         ok = 0
@@ -229,8 +230,9 @@ def probe_recall(model, recall: RecallEpisodes, to=lambda b: b) -> float:
     return float((logits.reshape(-1, logits.shape[-1])[b["ce_pos"]].argmax(-1) == b["ce_tgt"]).float().mean())
 
 
-def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3) -> None:
-    """`steps` mixture steps, after RECALL_STEPS of recall (one cosine schedule over both)."""
+def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3, device: str = "cpu") -> None:
+    """`steps` mixture steps, after RECALL_STEPS of recall (one cosine schedule over both). `device`
+    other than cpu is for recipe research (research/lm_sweep.py); the package's LM trains on the CPU."""
     steps += RECALL_STEPS
     log = Log("lm")
     seed_all(seed)
@@ -239,7 +241,8 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3)
     embeds = np.ascontiguousarray(embeds)  # ~100 MB: random access in RAM
     batcher = Batcher(split, embeds, list(MIXTURE), seed)
     cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2], image_summary=IMAGE_SUMMARY)
-    model = CausalLM(cfg)
+    model = CausalLM(cfg).to(device)
+    to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     ck = Checkpoint("lm")
     state = ck.load()
@@ -272,7 +275,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3)
             task = "recall"
         else:
             task = tasks[int(batcher.rng.choice(len(tasks), p=weights))]
-        b = recall.sample(batch) if task == "recall" else batcher.sample(task, min(batch, BATCH_CAP.get(task, batch)))
+        b = to(recall.sample(batch) if task == "recall" else batcher.sample(task, min(batch, BATCH_CAP.get(task, batch))))
         out, _ = forward(model, b)
         loss = out.get("ce", 0.0) + out.get("reg", 0.0)
         opt.zero_grad(set_to_none=True)
@@ -284,8 +287,8 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3)
             means = {t: float(np.mean(v[-50:])) for t, v in run.items() if v}
             log(f"step {step}", steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed), **means)
         if step % 1000 == 0 or step == steps - 1:
-            log(f"probe step {step}", **probe_fewshot(model, batcher, shots_rows), recall=probe_recall(model, recall))
+            log(f"probe step {step}", **probe_fewshot(model, batcher, shots_rows, to), recall=probe_recall(model, recall, to))
         ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                  "elapsed": time.time() - t0, "config": cfg.__dict__}, force=step == steps - 1)
-    torch.save({"model": model.state_dict(), "config": cfg.__dict__, "train_s": time.time() - t0}, path("lm.pt"))
+    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": cfg.__dict__, "train_s": time.time() - t0}, path("lm.pt"))
     log("saved")

@@ -254,7 +254,7 @@ class CausalLM(nn.Module):
 
     def empty_past(self, batch: int):
         c = self.cfg
-        z = torch.zeros(batch, c.heads, 0, c.head_dim)
+        z = torch.zeros(batch, c.heads, 0, c.head_dim, device=self.lm_head.weight.device)
         return [(z, z) for _ in range(c.layers)]
 
 

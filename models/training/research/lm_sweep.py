@@ -1,0 +1,258 @@
+"""LM recipe research on an accelerator: trains several variants of stage 3 (the LM) side by side on
+one GPU, on the same frozen encoder, and scores each on the eval split with a proxy of the world's
+scorer. It chooses a recipe before the CPU rebuild; the package's LM is still trained by
+rebuild.sh on the CPU, and its numbers come from evaluate.py and the world's scorer.
+
+  # here, once the encoder has trained: pack what the GPU machine needs (~30 MB, xz)
+  /usr/bin/python3 models/training/research/lm_sweep.py pack --out .sweep
+  # on the GPU machine (its python3 holds PyTorch with CUDA), variants in priority order:
+  python3 models/training/research/lm_sweep.py run --pack .sweep --out $OUT --deadline 480 \\
+      'off:' 'recipe:RECALL_STEPS=1500,RECALL_SHARE=0.03,REPEAT_SHARE=0.25' 'off2:seed=1235' …
+
+A variant is `name:key=value,…`: a key in capitals sets that constant of emu_tiny.lm (`MIXTURE.video`
+sets one task's weight), `seed` and `steps` set train_lm's arguments. When the warm-up rate says not
+every variant can finish before --deadline seconds, the last ones in the list are stopped.
+
+The proxy score. Text: the greedy first token of the answer against the expected one (few-shot per
+shot count, VQA, caption). Images: the regressed tokens and the target image's own encoder tokens
+are read through the encoder's training heads (per-token presence, shape, colour, size; the scene's
+background); an image counts when every token agrees, a video when all its frames do. The direct
+decoder renders the target's own tokens correctly in 95–100% of cases (model card, "oracle"), so
+agreement with them is close to what the scorer measures, but it is not the scorer."""
+import argparse
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import emu_tiny  # noqa: E402,F401  (first: picks OpenBLAS's kernels before numpy loads it)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from emu_tiny.common import path  # noqa: E402
+from emu_tiny.modules import EncoderConfig, EncoderHeads, VisualEncoder  # noqa: E402
+
+TRAIN_FILES = ["meta.json", "images.u8", "caption.jsonl", "vqa.jsonl", "fewshot.jsonl", "t2i.jsonl",
+               "subject.jsonl", "grounded.jsonl", "video.jsonl"]
+EVAL_FILES = TRAIN_FILES + ["images.jsonl"]
+SHOTS = (0, 1, 2, 4)
+
+
+def pack(out: str) -> None:
+    """The train and eval splits (xz) and the encoder with its training heads."""
+    os.makedirs(out, exist_ok=True)
+    for split, files in (("train", TRAIN_FILES), ("eval", EVAL_FILES)):
+        for f in files:
+            src = path("data", split, f)
+            with open(src, "rb") as i, lzma.open(os.path.join(out, f"{split}.{f}.xz"), "wb", preset=1) as o:
+                shutil.copyfileobj(i, o, 1 << 22)
+    ck = torch.load(path("ckpt", "encoder.pt"), map_location="cpu")
+    torch.save({"encoder": ck["encoder"], "heads": ck["heads"], "config": ck["config"]}, os.path.join(out, "encoder.pt"))
+    print(f"packed into {out}: {sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 1e6:.1f} MB")
+
+
+def unpack(pack_dir: str, root: str) -> None:
+    for split, files in (("train", TRAIN_FILES), ("eval", EVAL_FILES)):
+        os.makedirs(os.path.join(root, split), exist_ok=True)
+        for f in files:
+            with lzma.open(os.path.join(pack_dir, f"{split}.{f}.xz"), "rb") as i, open(os.path.join(root, split, f), "wb") as o:
+                shutil.copyfileobj(i, o, 1 << 22)
+
+
+def load_encoder(file: str, device: str):
+    e = torch.load(file, map_location="cpu")
+    cfg = EncoderConfig(**e["config"])
+    enc, heads = VisualEncoder(cfg), EncoderHeads(cfg)
+    enc.load_state_dict(e["encoder"]); heads.load_state_dict(e["heads"])
+    return enc.to(device).eval(), heads.to(device).eval()
+
+
+@torch.no_grad()
+def embed(split_dir: str, enc, device: str) -> None:
+    from emu_tiny.data import Split, clip_normalise, to_unit
+    split = Split(split_dir)
+    n = len(split.images)
+    out = np.lib.format.open_memmap(f"{split_dir}/embeds.npy", mode="w+", dtype=np.float32, shape=(n, enc.cfg.tokens, enc.cfg.dim))
+    for i in range(0, n, 4096):
+        out[i:i + 4096] = enc(clip_normalise(to_unit(split.images[i:i + 4096])).to(device)).cpu().numpy()
+    out.flush()
+
+
+def apply(spec: str):
+    """`key=value,…` → (train_lm kwargs); sets emu_tiny.lm constants in place."""
+    from emu_tiny import lm
+    kw = {}
+    for item in filter(None, spec.split(",")):
+        k, v = item.split("=")
+        if k in ("seed", "steps"):
+            kw[k] = int(v)
+        elif k.startswith("MIXTURE."):
+            lm.MIXTURE = dict(lm.MIXTURE, **{k.split(".", 1)[1]: float(v)})
+        elif hasattr(lm, k):
+            setattr(lm, k, type(getattr(lm, k))(float(v)) if isinstance(getattr(lm, k), (int, float)) else v)
+        else:
+            raise SystemExit(f"unknown recipe key {k!r}")
+    return kw
+
+
+@torch.no_grad()
+def decode_heads(heads, tokens):
+    """tokens [B,N,D] → per token (present, shape, colour, size) [B,N,4] and background [B]."""
+    pc, ps, _ = heads(tokens)
+    attrs = torch.stack([(pc[..., 0] > 0).long(), pc[..., 1:4].argmax(-1), pc[..., 4:10].argmax(-1), pc[..., 10:12].argmax(-1)], -1)
+    return attrs, ps[:, 0:2].argmax(-1)
+
+
+def agree(heads, got, want):
+    """Per image: every token's presence agrees, and on present tokens shape, colour and size."""
+    a, bg_a = decode_heads(heads, got)
+    b, bg_b = decode_heads(heads, want)
+    present = b[..., 0] == 1
+    ok_tok = (a[..., 0] == b[..., 0]) & (~present | (a[..., 1:] == b[..., 1:]).all(-1))
+    return ok_tok.all(-1) & (bg_a == bg_b)
+
+
+@torch.no_grad()
+def proxy_eval(lm_model, enc, heads, eval_dir: str, device: str = "cpu") -> dict:
+    """The proxy score on the eval split (see the module's docstring)."""
+    from evaluate import Runner
+    from emu_tiny.data import Split
+    split = Split(eval_dir)
+    run = Runner(type("Nets", (), {"encoder": enc, "lm": lm_model})(), split)
+    res = {}
+    for task in ("fewshot", "vqa", "caption"):
+        rows = split.examples(task)
+        hit = {}
+        for s in range(0, len(rows), 64):
+            chunk = rows[s:s + 64]
+            seqs = [run.embed_prompt(r["ids"][: r["prompt"]], r["images"]) for r in chunk]
+            for r, ids in zip(chunk, run.greedy(seqs, max_new=1)):
+                key = f"fewshot{r['expect']['shots']}" if task == "fewshot" else task
+                hit.setdefault(key, []).append(ids[0] == r["ids"][r["prompt"]])
+        res.update({k: float(np.mean(v)) for k, v in hit.items()})
+    for task in ("t2i", "subject", "grounded", "video"):
+        rows = split.examples(task)
+        oks = []
+        for s in range(0, len(rows), 64):
+            chunk = rows[s:s + 64]
+            seqs = [run.embed_prompt(r["ids"][: r["prompt"]], [im for im, g in zip(r["images"], r["gen"]) if not g]) for r in chunk]
+            frames = 8 if task == "video" else 1
+            toks = run.regress(seqs, frames)
+            want = torch.stack([run.embeds[torch.tensor([im for im, g in zip(r["images"], r["gen"]) if g][:frames])] for r in chunk])
+            ok = agree(heads, toks.reshape(-1, *toks.shape[2:]), want.reshape(-1, *want.shape[2:])).reshape(len(chunk), frames)
+            oks.append(ok.all(1).float())
+        res[task] = float(torch.cat(oks).mean())
+    return res
+
+
+def child(a) -> None:
+    """One variant: train on the GPU, score on the CPU, write result.json and lm.pt in its run dir."""
+    torch.set_num_threads(2)
+    from emu_tiny import lm
+    kw = apply(a.spec)
+    seed, steps = kw.get("seed", 1234), kw.get("steps", 12500)
+    t0 = time.time()
+    lm.train_lm(os.path.join(a.data, "train"), steps, 64, seed, device=a.device)
+    train_s = time.time() - t0
+    state = torch.load(path("lm.pt"), map_location="cpu")
+    model = lm.CausalLM(lm.LMConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    enc, heads = load_encoder(os.path.join(a.pack, "encoder.pt"), "cpu")
+    t1 = time.time()
+    res = proxy_eval(model, enc, heads, os.path.join(a.data, "eval"))
+    res.update(train_s=round(train_s), eval_s=round(time.time() - t1), spec=a.spec)
+    with open(path("result.json"), "w") as f:
+        json.dump(res, f)
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def progress(log_file: str) -> int:
+    try:
+        with open(log_file) as f:
+            steps = [int(ln.split("] step ")[1].split()[0]) for ln in f if "] step " in ln]
+        return steps[-1] if steps else 0
+    except OSError:
+        return 0
+
+
+def sweep(a) -> None:
+    t_start = time.time()
+    data = a.data or "/tmp/sweep-data"
+    unpack(a.pack, data)
+    enc, _ = load_encoder(os.path.join(a.pack, "encoder.pt"), a.device)
+    embed(os.path.join(data, "train"), enc, a.device)
+    print(f"unpacked and embedded in {time.time() - t_start:.0f} s", flush=True)
+    procs = {}
+    for v in a.variants:
+        name, spec = v.split(":", 1)
+        run_dir = os.path.join(a.runs, name)
+        os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
+        env = dict(os.environ, EMU_TRAIN_DIR=run_dir, OMP_NUM_THREADS="2")
+        cmd = [sys.executable, os.path.abspath(__file__), "child", "--pack", a.pack, "--data", data, "--device", a.device, "--spec", spec]
+        out = open(os.path.join(run_dir, "child.out"), "w")
+        procs[name] = (subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT), run_dir, spec)
+    total = {n: apply_steps(spec) for n, (_, _, spec) in procs.items()}
+    first = {}  # name → (seconds, step) when its training was first seen moving
+    checked = False
+    while any(p.poll() is None for p, _, _ in procs.values()):
+        time.sleep(10)
+        el = time.time() - t_start
+        done = {n: progress(os.path.join(d, "logs", "lm.log")) for n, (_, d, _) in procs.items()}
+        for n in procs:
+            if done[n] > 0 and n not in first:
+                first[n] = (el, done[n])
+        print(f"{el:5.0f}s " + " ".join(f"{n}={done[n]}/{total[n]}" for n in procs), flush=True)
+        alive = [n for n, (p, _, _) in procs.items() if p.poll() is None]
+        if not checked and alive and all(done[n] >= first.get(n, (0, 1e9))[1] + 250 for n in alive):
+            # Warm-up over: the summed rate decides how many variants finish in time.
+            checked = True
+            rate = sum((done[n] - first[n][1]) / max(1.0, el - first[n][0]) for n in alive)
+            while alive and sum(total[n] - done[n] for n in alive) / rate > a.deadline - el - a.eval_margin:
+                n = alive.pop()
+                procs[n][0].kill()
+                print(f"stopped {n}: at {rate:.0f} steps/s in all, not every variant finishes by {a.deadline:.0f} s", flush=True)
+    results = {}
+    os.makedirs(a.out, exist_ok=True)
+    with tarfile.open(os.path.join(a.out, "lms.tar"), "w") as tar:
+        for n, (p, d, spec) in procs.items():
+            rf = os.path.join(d, "result.json")
+            if os.path.exists(rf):
+                results[n] = json.load(open(rf))
+                tar.add(os.path.join(d, "lm.pt"), arcname=f"{n}.pt")
+                tar.add(os.path.join(d, "logs", "lm.log"), arcname=f"{n}.log")
+            else:
+                results[n] = {"spec": spec, "failed": open(os.path.join(d, "child.out")).read()[-2000:]}
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(json.dumps(results, indent=1))
+
+
+def apply_steps(spec: str) -> int:
+    kv = dict(item.split("=") for item in filter(None, spec.split(",")))
+    return int(kv.get("steps", 12500)) + int(float(kv.get("RECALL_STEPS", 0)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cmd", choices=["pack", "run", "child"])
+    ap.add_argument("variants", nargs="*")
+    ap.add_argument("--pack", default=".sweep")
+    ap.add_argument("--out", default=".sweep")
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--runs", default="/tmp/sweep-runs")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--deadline", type=float, default=480.0, help="seconds from start by which every kept variant is scored")
+    ap.add_argument("--eval-margin", type=float, default=60.0)
+    ap.add_argument("--spec", default="")
+    a = ap.parse_intermixed_args()
+    {"pack": lambda: pack(a.out), "run": lambda: sweep(a), "child": lambda: child(a)}[a.cmd]()
+
+
+if __name__ == "__main__":
+    main()
