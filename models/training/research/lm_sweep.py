@@ -9,9 +9,18 @@ rebuild.sh on the CPU, and its numbers come from evaluate.py and the world's sco
   python3 models/training/research/lm_sweep.py run --pack .sweep --out $OUT --deadline 480 \\
       'off:' 'recipe:RECALL_STEPS=1500,RECALL_SHARE=0.03,REPEAT_SHARE=0.25' 'off2:seed=1235' …
 
+  # or one variant on this CPU (its own run dir; the split's embeds.npy from `train.py embed`):
+  EMU_TRAIN_DIR=DIR /usr/bin/python3 models/training/research/lm_sweep.py child --device cpu \
+      --threads 1 --data ~/.cache/emu2-tiny/data --spec 'RECALL_STEPS=1500,REPEAT_SHARE=0.25'
+
 A variant is `name:key=value,…`: a key in capitals sets that constant of emu_tiny.lm (`MIXTURE.video`
-sets one task's weight), `seed` and `steps` set train_lm's arguments. When the warm-up rate says not
-every variant can finish before --deadline seconds, the last ones in the list are stopped.
+sets one task's weight), `seed` and `steps` set train_lm's arguments. Once every variant has run
+1,000 steps, the last ones in the list are stopped while any would finish after --deadline less
+--eval-margin seconds; the probe lines of every variant are echoed as they appear.
+
+Sizing (seen 2026-11-27, H100 machine, 16 cores): six variants side by side ran ~25 steps/s each
+(the first 1,000 steps faster), so a 12,500-step variant needs ~8.5 minutes and the proxy scoring
+~1–2 more: two to four full variants fit one 10-minute call.
 
 The proxy score. Text: the greedy first token of the answer against the expected one (few-shot per
 shot count, VQA, caption). Images: the regressed tokens and the target image's own encoder tokens
@@ -152,7 +161,7 @@ def proxy_eval(lm_model, enc, heads, eval_dir: str, device: str = "cpu") -> dict
 
 def child(a) -> None:
     """One variant: train on the GPU, score on the CPU, write result.json and lm.pt in its run dir."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     from emu_tiny import lm
     kw = apply(a.spec)
     seed, steps = kw.get("seed", 1234), kw.get("steps", 12500)
@@ -170,6 +179,14 @@ def child(a) -> None:
     with open(path("result.json"), "w") as f:
         json.dump(res, f)
     print("RESULT " + json.dumps(res), flush=True)
+
+
+def last_lines(log_file: str, marker: str) -> list:
+    try:
+        with open(log_file) as f:
+            return [ln.strip() for ln in f if marker in ln]
+    except OSError:
+        return []
 
 
 def progress(log_file: str) -> int:
@@ -198,25 +215,34 @@ def sweep(a) -> None:
         out = open(os.path.join(run_dir, "child.out"), "w")
         procs[name] = (subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT), run_dir, spec)
     total = {n: apply_steps(spec) for n, (_, _, spec) in procs.items()}
-    first = {}  # name → (seconds, step) when its training was first seen moving
-    checked = False
+    first, shown, last_print = {}, {n: 0 for n in procs}, 0.0
     while any(p.poll() is None for p, _, _ in procs.values()):
-        time.sleep(10)
+        time.sleep(5)
         el = time.time() - t_start
         done = {n: progress(os.path.join(d, "logs", "lm.log")) for n, (_, d, _) in procs.items()}
-        for n in procs:
+        for n, (_, d, _) in procs.items():
             if done[n] > 0 and n not in first:
                 first[n] = (el, done[n])
-        print(f"{el:5.0f}s " + " ".join(f"{n}={done[n]}/{total[n]}" for n in procs), flush=True)
-        alive = [n for n, (p, _, _) in procs.items() if p.poll() is None]
-        if not checked and alive and all(done[n] >= first.get(n, (0, 1e9))[1] + 250 for n in alive):
-            # Warm-up over: the summed rate decides how many variants finish in time.
-            checked = True
-            rate = sum((done[n] - first[n][1]) / max(1.0, el - first[n][0]) for n in alive)
-            while alive and sum(total[n] - done[n] for n in alive) / rate > a.deadline - el - a.eval_margin:
-                n = alive.pop()
-                procs[n][0].kill()
-                print(f"stopped {n}: at {rate:.0f} steps/s in all, not every variant finishes by {a.deadline:.0f} s", flush=True)
+            probes = last_lines(os.path.join(d, "logs", "lm.log"), "probe step")
+            for ln in probes[shown[n]:]:
+                print(f"{n}: {ln}", flush=True)
+            shown[n] = len(probes)
+        if el - last_print >= 60:
+            last_print = el
+            print(f"{el:5.0f}s " + " ".join(f"{n}={done[n]}/{total[n]}" for n in procs), flush=True)
+        # Each variant's own rate since it was first seen moving (once 1,000 steps past that): the
+        # last in the list stop while any would finish after the deadline. Re-checked at every poll,
+        # since the rates change as variants start, stop and reach their evaluation.
+        alive = [n for n, (p, _, _) in procs.items() if p.poll() is None and done[n] < total[n] - 1]
+        if any(n not in first or done[n] < first[n][1] + 1000 for n in alive):
+            continue
+        finish = {n: el + (total[n] - done[n]) * (el - first[n][0]) / (done[n] - first[n][1]) for n in alive}
+        if len(alive) > 1 and max(finish.values()) > a.deadline - a.eval_margin:
+            n = alive[-1]
+            procs[n][0].kill()
+            first = {k: (el, done[k]) for k in first}  # rates are measured afresh without it
+            print(f"stopped {n} at {done[n]} steps: at these rates the last would finish at {max(finish.values()):.0f} s, "
+                  f"after the deadline {a.deadline:.0f} s less {a.eval_margin:.0f} s for scoring", flush=True)
     results = {}
     os.makedirs(a.out, exist_ok=True)
     with tarfile.open(os.path.join(a.out, "lms.tar"), "w") as tar:
@@ -227,7 +253,9 @@ def sweep(a) -> None:
                 tar.add(os.path.join(d, "lm.pt"), arcname=f"{n}.pt")
                 tar.add(os.path.join(d, "logs", "lm.log"), arcname=f"{n}.log")
             else:
-                results[n] = {"spec": spec, "failed": open(os.path.join(d, "child.out")).read()[-2000:]}
+                probes = last_lines(os.path.join(d, "logs", "lm.log"), "probe step")
+                results[n] = {"spec": spec, "stopped": probes[-1] if probes else None,
+                              "output": open(os.path.join(d, "child.out")).read()[-1500:]}
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(json.dumps(results, indent=1))
@@ -250,6 +278,7 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=480.0, help="seconds from start by which every kept variant is scored")
     ap.add_argument("--eval-margin", type=float, default=60.0)
     ap.add_argument("--spec", default="")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads per variant")
     a = ap.parse_intermixed_args()
     {"pack": lambda: pack(a.out), "run": lambda: sweep(a), "child": lambda: child(a)}[a.cmd]()
 
