@@ -233,17 +233,18 @@ def progress(log_file: str) -> int:
 def sweep(a) -> None:
     t_start = time.time()
     data = a.data or "/tmp/sweep-data"
-    unpack(a.pack, data)
-    enc, _ = load_encoder(os.path.join(a.pack, "encoder.pt"), a.device)
-    embed(os.path.join(data, "train"), enc, a.device)
-    print(f"unpacked and embedded in {time.time() - t_start:.0f} s", flush=True)
+    if not os.path.exists(os.path.join(data, "train", "embeds.npy")):  # else kept from an earlier run
+        unpack(a.pack, data)
+        enc, _ = load_encoder(os.path.join(a.pack, "encoder.pt"), a.device)
+        embed(os.path.join(data, "train"), enc, a.device)
+        print(f"unpacked and embedded in {time.time() - t_start:.0f} s", flush=True)
     procs = {}
     for v in a.variants:
         name, spec = v.split(":", 1)
         run_dir = os.path.join(a.runs, name)
         os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
         env = dict(os.environ, EMU_TRAIN_DIR=run_dir, OMP_NUM_THREADS="2")
-        cmd = [sys.executable, os.path.abspath(__file__), "child", "--pack", a.pack, "--data", data, "--device", a.device, "--spec", spec]
+        cmd = [sys.executable, os.path.abspath(__file__), "child", "--pack", a.pack, "--data", data, "--device", a.device, "--threads", str(a.threads), "--spec", spec]
         out = open(os.path.join(run_dir, "child.out"), "w")
         procs[name] = (subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT), run_dir, spec)
     total = {n: apply_steps(spec) for n, (_, _, spec) in procs.items()}
