@@ -98,18 +98,19 @@ def evaluate_encoder(enc, heads, split, cells, scene, idx):
 
 
 @torch.no_grad()
-def embed_split(data_dir: str, batch: int = 512) -> None:
-    """Writes embeds.f32 [N, tokens, D] beside the split's images (frozen encoder)."""
+def embed_split(data_dir: str, batch: int = 512, encoder_file: str = "", device: str = "cpu") -> None:
+    """Writes embeds.npy [N, tokens, D] beside the split's images (frozen encoder; by default the
+    stage's encoder.pt)."""
     log = Log("embed")
-    state = torch.load(path("encoder.pt"), map_location="cpu")
+    state = torch.load(encoder_file or path("encoder.pt"), map_location="cpu")
     cfg = EncoderConfig(**state["config"])
     enc = VisualEncoder(cfg)
     enc.load_state_dict(state["encoder"])
-    enc.eval()
+    enc.to(device).eval()
     split = Split(data_dir)
     n = len(split.images)
     out = np.lib.format.open_memmap(f"{data_dir}/embeds.npy", mode="w+", dtype=np.float32, shape=(n, cfg.tokens, cfg.dim))
     for i in range(0, n, batch):
-        out[i:i + batch] = enc(clip_normalise(to_unit(split.images[i:i + batch]))).numpy()
+        out[i:i + batch] = enc(clip_normalise(to_unit(split.images[i:i + batch])).to(device)).cpu().numpy()
     out.flush()
     log(f"embedded {n} images")

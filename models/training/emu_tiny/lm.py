@@ -239,7 +239,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
     seed_all(seed)
     split = Split(data_dir)
     embeds = np.load(f"{data_dir}/embeds.npy", mmap_mode="r")
-    embeds = np.ascontiguousarray(embeds)  # ~100 MB: random access in RAM
+    embeds = np.ascontiguousarray(embeds)  # ~410 MB: random access in RAM
     batcher = Batcher(split, embeds, list(MIXTURE), seed)
     cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2], image_summary=IMAGE_SUMMARY)
     model = CausalLM(cfg).to(device)

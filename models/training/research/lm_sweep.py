@@ -3,7 +3,7 @@ one GPU, on the same frozen encoder, and scores each on the eval split with a pr
 scorer. It chooses a recipe before the CPU rebuild; the package's LM is still trained by
 rebuild.sh on the CPU, and its numbers come from evaluate.py and the world's scorer.
 
-  # here, once the encoder has trained: pack what the GPU machine needs (~30 MB, xz)
+  # here, once the encoder has trained: pack what the GPU machine needs (~22 MB, xz)
   /usr/bin/python3 models/training/research/lm_sweep.py pack --out .sweep
   # on the GPU machine (its python3 holds PyTorch with CUDA), variants in priority order:
   python3 models/training/research/lm_sweep.py run --pack .sweep --out $OUT --deadline 480 \\
@@ -19,7 +19,7 @@ sets one task's weight), `seed` and `steps` set train_lm's arguments. Once every
 --eval-margin seconds; the probe lines of every variant are echoed as they appear.
 
 Sizing (seen 2026-11-27, H100 machine, 16 cores): six variants side by side ran ~25 steps/s each
-(the first 1,000 steps faster), so a 12,500-step variant needs ~8.5 minutes and the proxy scoring
+(their first 1,000 steps ~30 steps/s), so a 12,500-step variant needs ~8.5 minutes and the proxy scoring
 ~1–2 more: two to four full variants fit one 10-minute call.
 
 The proxy score. Text: the greedy first token of the answer against the expected one (few-shot per
@@ -46,12 +46,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from emu_tiny.common import path  # noqa: E402
+from emu_tiny.encoder import embed_split  # noqa: E402
 from emu_tiny.modules import EncoderConfig, EncoderHeads, VisualEncoder  # noqa: E402
 
 TRAIN_FILES = ["meta.json", "images.u8", "caption.jsonl", "vqa.jsonl", "fewshot.jsonl", "t2i.jsonl",
                "subject.jsonl", "grounded.jsonl", "video.jsonl"]
 EVAL_FILES = TRAIN_FILES + ["images.jsonl"]
-SHOTS = (0, 1, 2, 4)
 
 
 def pack(out: str) -> None:
@@ -81,17 +81,6 @@ def load_encoder(file: str, device: str):
     enc, heads = VisualEncoder(cfg), EncoderHeads(cfg)
     enc.load_state_dict(e["encoder"]); heads.load_state_dict(e["heads"])
     return enc.to(device).eval(), heads.to(device).eval()
-
-
-@torch.no_grad()
-def embed(split_dir: str, enc, device: str) -> None:
-    from emu_tiny.data import Split, clip_normalise, to_unit
-    split = Split(split_dir)
-    n = len(split.images)
-    out = np.lib.format.open_memmap(f"{split_dir}/embeds.npy", mode="w+", dtype=np.float32, shape=(n, enc.cfg.tokens, enc.cfg.dim))
-    for i in range(0, n, 4096):
-        out[i:i + 4096] = enc(clip_normalise(to_unit(split.images[i:i + 4096])).to(device)).cpu().numpy()
-    out.flush()
 
 
 def apply(spec: str):
@@ -148,7 +137,7 @@ def direction(centres):
 
 
 @torch.no_grad()
-def proxy_eval(lm_model, enc, heads, eval_dir: str, device: str = "cpu") -> dict:
+def proxy_eval(lm_model, enc, heads, eval_dir: str) -> dict:
     """The proxy score on the eval split (see the module's docstring)."""
     from evaluate import Runner
     from emu_tiny.data import Split
@@ -192,7 +181,7 @@ def proxy_eval(lm_model, enc, heads, eval_dir: str, device: str = "cpu") -> dict
 
 
 def child(a) -> None:
-    """One variant: train on the GPU, score on the CPU, write result.json and lm.pt in its run dir."""
+    """One variant: train on --device, score on the CPU, write result.json and lm.pt in its run dir."""
     torch.set_num_threads(a.threads)
     from emu_tiny import lm
     kw = apply(a.spec)
@@ -235,8 +224,7 @@ def sweep(a) -> None:
     data = a.data or "/tmp/sweep-data"
     if not os.path.exists(os.path.join(data, "train", "embeds.npy")):  # else kept from an earlier run
         unpack(a.pack, data)
-        enc, _ = load_encoder(os.path.join(a.pack, "encoder.pt"), a.device)
-        embed(os.path.join(data, "train"), enc, a.device)
+        embed_split(os.path.join(data, "train"), 4096, os.path.join(a.pack, "encoder.pt"), a.device)
         print(f"unpacked and embedded in {time.time() - t_start:.0f} s", flush=True)
     procs = {}
     for v in a.variants:
