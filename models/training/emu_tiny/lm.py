@@ -23,6 +23,10 @@ IMAGE_SUMMARY = "attn"
 # Noise on the teacher-forced inputs of generated slots: at inference the LM reads back its own
 # (imperfect) regressions.
 GEN_INPUT_NOISE = 0.1
+# Share of generated slots whose input is the LM's own regression (from a no-grad teacher-forced
+# pass of the same batch) instead of the noised target: at inference each slot reads back the LM's
+# own, blurrier output, and a faint object read back must not be taken for "no object yet".
+SELF_INPUT_SHARE = 0.0
 HOLDOUT = 1000
 # The few-shot recipe under test, all three off so the rebuild reproduces the shipped package. The
 # candidate 1500 / 0.03 / 0.25 lifts 2-shot to 84% but, in its one full rebuild, video fell to 23.5%;
@@ -174,23 +178,38 @@ class RecallEpisodes:
         }
 
 
-def forward(model: CausalLM, b, augment: bool = True):
+def run(model: CausalLM, b, vec):
+    """Logits and regressions of a batch whose visual slots hold `vec` (teacher forcing)."""
     ids, mask = b["input_ids"], b["mask"]
     x = model.embed(ids)
     bsz, t, h = x.shape
     flat = x.reshape(-1, h).clone()
-    vec = b["slot_vec"]
-    if augment and GEN_INPUT_NOISE > 0:
-        vec = vec + torch.randn_like(vec) * GEN_INPUT_NOISE * b["gen_slot"][:, None].float()
     flat[b["slot_pos"]] = model.project_up(vec)
     if model.summary is not None and len(vec):
-        # The summary of each image's (noised, for generated ones) inputs, at its [/IMG].
+        # The summary of each image's inputs (for generated ones, what was fed back), at its [/IMG].
         summ = model.summary(vec.reshape(len(b["end_pos"]), -1, vec.shape[-1]))
         ok = b["end_pos"] >= 0
         flat[b["end_pos"][ok]] = flat[b["end_pos"][ok]] + summ[ok]
     x = flat.reshape(bsz, t, h)
     pos = (mask.cumsum(1) - 1).clamp_min(0)
     logits, vis, _ = model(x, mask, pos, model.empty_past(bsz))
+    return logits, vis
+
+
+def forward(model: CausalLM, b, augment: bool = True):
+    vec = b["slot_vec"]
+    if augment and GEN_INPUT_NOISE > 0:
+        vec = vec + torch.randn_like(vec) * GEN_INPUT_NOISE * b["gen_slot"][:, None].float()
+    if augment and SELF_INPUT_SHARE > 0 and len(b["reg_pos"]):
+        # One-step scheduled sampling: generated slots in order are exactly reg_pos + 1 (Batcher.build).
+        with torch.no_grad():
+            _, vis = run(model, b, vec)
+        own = vis.reshape(-1, vis.shape[-1])[b["reg_pos"]]
+        pick = torch.rand(len(own), device=own.device) < SELF_INPUT_SHARE
+        gen_idx = torch.nonzero(b["gen_slot"]).squeeze(1)
+        vec = vec.clone()
+        vec[gen_idx[pick]] = own[pick]
+    logits, vis = run(model, b, vec)
     out = {}
     if len(b["ce_pos"]):
         out["ce"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[b["ce_pos"]], b["ce_tgt"])
