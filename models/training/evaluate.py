@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from emu_tiny.data import Split, clip_normalise, to_unit  # noqa: E402
 from emu_tiny.decoder import ddim_sample  # noqa: E402
 from emu_tiny.export import load_trained  # noqa: E402
+from emu_tiny.lm import free_run  # noqa: E402
 from emu_tiny.modules import DirectDecoder, VaeDecoder  # noqa: E402
 
 TEXT_TASKS = ("caption", "vqa", "fewshot")
@@ -53,13 +54,6 @@ class Runner:
                 for k, p in enumerate(last.tolist()):
                     if p + 1 < len(ids) and ids[p + 1] == self.sp["[/IMG]"]:
                         x[p + 1] = x[p + 1] + summ[k]
-        return x
-
-    def image_end(self, frames):
-        """Input embedding of `[/IMG]` after each of `frames` [B,N,D] (with the model's image summary)."""
-        x = self.lm.embed(torch.full((frames.shape[0], 1), self.sp["[/IMG]"]))
-        if self.lm.summary is not None:
-            x = x + self.lm.summary(frames)[:, None]
         return x
 
     def prefill(self, seqs):
@@ -100,22 +94,10 @@ class Runner:
 
     @torch.no_grad()
     def regress(self, seqs, frames=1):
-        """Appends [IMG] (and, between frames, [/IMG][IMG]) and regresses tokens_per_image
-        embeddings per frame, feeding each back through project_up. Returns [B, frames, N, D]."""
+        """Appends [IMG] and regresses tokens_per_image embeddings per frame as the runtime does
+        (lm.free_run). Returns [B, frames, N, D]."""
         img = self.lm.embed(torch.tensor([self.sp["[IMG]"]]))
-        seqs = [torch.cat([s, img]) for s in seqs]
-        _, vis, past, mask = self.prefill(seqs)
-        b = len(seqs)
-        out = torch.zeros(b, frames, self.n_tok, vis.shape[-1])
-        for f in range(frames):
-            for j in range(self.n_tok):
-                out[:, f, j] = vis
-                _, vis, past, mask = self.step(self.lm.project_up(vis)[:, None], past, mask)
-            if f + 1 < frames:
-                # The model has now read the last slot; append [/IMG] then [IMG] for the next frame.
-                _, _, past, mask = self.step(self.image_end(out[:, f]), past, mask)
-                _, vis, past, mask = self.step(self.lm.embed(torch.full((b, 1), self.sp["[IMG]"])), past, mask)
-        return out
+        return free_run(self.lm, [torch.cat([s, img]) for s in seqs], frames, self.n_tok, self.sp["[IMG]"], self.sp["[/IMG]"])
 
 
 def to_u8(img):

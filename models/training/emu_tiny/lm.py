@@ -27,6 +27,12 @@ GEN_INPUT_NOISE = 0.1
 # pass of the same batch) instead of the noised target: at inference each slot reads back the LM's
 # own, blurrier output, and a faint object read back must not be taken for "no object yet".
 SELF_INPUT_SHARE = 0.0
+# Share of video examples whose first k frames (k uniform in 1 … frames-1) are the LM's own
+# free-running frames (no grad, KV cache, exactly as at inference) instead of the targets. Their
+# regression loss then counts only frames k onward: the LM learns to continue, and steer back to
+# the prompt's trajectory, from its own imperfect frames. (Teacher-forced, the LM predicts every
+# frame of the held-out videos right; free-running, its errors compound from frame to frame.)
+ROLLOUT_SHARE = 0.0
 HOLDOUT = 1000
 # The few-shot recipe under test, all three off so the rebuild reproduces the shipped package. The
 # candidate 1500 / 0.03 / 0.25 lifts 2-shot to 84% but, in its one full rebuild, video fell to 23.5%;
@@ -219,6 +225,70 @@ def forward(model: CausalLM, b, augment: bool = True):
 
 
 @torch.no_grad()
+def free_run(model: CausalLM, prefixes, frames: int, n_tok: int, img: int, img_end: int):
+    """Regresses `frames` frames after each prefix (input embeddings [T_i, H], ending with `[IMG]`)
+    as inference does: each slot reads back project_up of the previous regression, each frame
+    closes with `[/IMG]` (plus the image summary) and the next opens with `[IMG]`. → [B, F, N, D]."""
+    b, t = len(prefixes), max(len(x) for x in prefixes)
+    dev = model.lm_head.weight.device
+    x = torch.zeros(b, t, model.cfg.hidden, device=dev)
+    mask = torch.zeros(b, t, dtype=torch.long, device=dev)
+    for r, p in enumerate(prefixes):
+        x[r, t - len(p):] = p
+        mask[r, t - len(p):] = 1
+    _, vis, past = model(x, mask, (mask.cumsum(1) - 1).clamp_min(0), model.empty_past(b))
+    vis = vis[:, -1]
+
+    def step(e):
+        nonlocal mask, past
+        mask = torch.cat([mask, torch.ones(b, 1, dtype=torch.long, device=dev)], 1)
+        _, v, past = model(e[:, None], mask, mask.sum(1, keepdim=True) - 1, past)
+        return v[:, -1]
+
+    out = torch.zeros(b, frames, n_tok, vis.shape[-1], device=dev)
+    for f in range(frames):
+        for j in range(n_tok):
+            out[:, f, j] = vis
+            vis = step(model.project_up(vis))
+        if f + 1 < frames:
+            end = model.embed(torch.full((b,), img_end, device=dev))
+            step(end + model.summary(out[:, f]) if model.summary is not None else end)
+            vis = step(model.embed(torch.full((b,), img, device=dev)))
+    return out
+
+
+def with_rollouts(model: CausalLM, b, batcher: "Batcher"):
+    """The batch with the first k frames of ROLLOUT_SHARE of its videos replaced by free_run's
+    frames (k per video, uniform in 1 … frames-1); those frames become context: no regression
+    loss, no input noise."""
+    n_tok, bsz, t = batcher.n_tok, *b["input_ids"].shape
+    gen_idx = torch.nonzero(b["gen_slot"]).squeeze(1)
+    row = b["slot_pos"][gen_idx] // t
+    counts = torch.bincount(row, minlength=bsz)
+    rank = torch.arange(len(row), device=row.device) - (torch.cumsum(counts, 0) - counts)[row]
+    frame = rank // n_tok
+    frames = int(counts.max()) // n_tok
+    k = torch.zeros(bsz, dtype=torch.long, device=row.device)
+    chosen = np.nonzero(batcher.rng.random(bsz) < ROLLOUT_SHARE)[0]
+    if frames < 2 or len(chosen) == 0:
+        return b
+    k[chosen] = torch.from_numpy(batcher.rng.integers(1, frames, len(chosen))).to(k.device)
+    first = b["slot_pos"][gen_idx][rank == 0] - row[rank == 0] * t      # each row's first generated slot
+    prefixes = [model.embed(b["input_ids"][r, : first[r]]) for r in chosen.tolist()]
+    own = free_run(model, prefixes, int(k.max()), n_tok, batcher.img, batcher.img_end)
+    where = torch.full((bsz,), -1, dtype=torch.long, device=k.device)
+    where[torch.from_numpy(chosen).to(k.device)] = torch.arange(len(chosen), device=k.device)
+    ctx = frame < k[row]
+    b = dict(b)
+    b["slot_vec"] = b["slot_vec"].clone()
+    b["slot_vec"][gen_idx[ctx]] = own[where[row[ctx]], frame[ctx], rank[ctx] % n_tok]
+    b["gen_slot"] = b["gen_slot"].clone()
+    b["gen_slot"][gen_idx[ctx]] = False
+    b["reg_pos"], b["reg_vec"] = b["reg_pos"][~ctx], b["reg_vec"][~ctx]
+    return b
+
+
+@torch.no_grad()
 def probe_fewshot(model, batcher: Batcher, shots_rows: dict, to=lambda b: b):
     """Teacher-forced accuracy of the query label's first token on held-out episodes, per shot count
     (`to` moves the batch to the model's device)."""
@@ -296,6 +366,8 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
         else:
             task = tasks[int(batcher.rng.choice(len(tasks), p=weights))]
         b = to(recall.sample(batch) if task == "recall" else batcher.sample(task, min(batch, BATCH_CAP.get(task, batch))))
+        if task == "video" and ROLLOUT_SHARE > 0:
+            b = with_rollouts(model, b, batcher)
         out, _ = forward(model, b)
         loss = out.get("ce", 0.0) + out.get("reg", 0.0)
         opt.zero_grad(set_to_none=True)
