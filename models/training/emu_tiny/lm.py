@@ -34,10 +34,11 @@ SELF_INPUT_SHARE = 0.0
 # frame of the held-out videos right; free-running, its errors compound from frame to frame.)
 ROLLOUT_SHARE = 0.0
 HOLDOUT = 1000
-# The few-shot recipe under test, all three off so the rebuild reproduces the shipped package. The
-# candidate 1500 / 0.03 / 0.25 lifts 2-shot to 84% but, in its one full rebuild, video fell to 23.5%;
-# 1500 / 0 / 0.25 keeps 2-shot at 85.5% and text→image, but video reaches 52% and 4-shot 74.5%
-# (model card, "Full rebuild with the recipe" and "Separated since"):
+# The recipe under test, all off so the rebuild reproduces the shipped package. Candidate for 1.2.0
+# (model card, "Candidate 1.2.0 recipe"): RECALL_STEPS 1500, REPEAT_SHARE 0.25, SELF_INPUT_SHARE 0.5
+# and ROLLOUT_SHARE 0.5. Every row but 4-shot (80.5–81%) passed in its two runs (the first without
+# rollouts, the second with them from step 8,812 only; not yet run from step 0). Recall batches kept in
+# the mixture (RECALL_SHARE 0.03) cost the generation rows, so that one stays 0:
 # RECALL_STEPS of text-only associative recall (`<s> red dax . blue wug . red` → `dax`) before the
 # mixture, the stand-in for the text pretraining Emu2's LM inherits from LLaMA, whose induction heads
 # its few-shot ability builds on (RecallEpisodes); they come on top of the stage's mixture steps.
