@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from emu_tiny.data import Split, clip_normalise, to_unit  # noqa: E402
 from emu_tiny.decoder import ddim_sample  # noqa: E402
 from emu_tiny.export import load_trained  # noqa: E402
-from emu_tiny.lm import free_run  # noqa: E402
+from emu_tiny.lm import extend, free_run, prefill  # noqa: E402
 from emu_tiny.modules import DirectDecoder, VaeDecoder  # noqa: E402
 
 TEXT_TASKS = ("caption", "vqa", "fewshot")
@@ -56,28 +56,9 @@ class Runner:
                         x[p + 1] = x[p + 1] + summ[k]
         return x
 
-    def prefill(self, seqs):
-        """Left-pads embedded sequences and runs them: returns logits/vis of the last position, past, mask."""
-        b, t = len(seqs), max(s.shape[0] for s in seqs)
-        h = seqs[0].shape[1]
-        x = torch.zeros(b, t, h)
-        mask = torch.zeros(b, t, dtype=torch.long)
-        for r, s in enumerate(seqs):
-            x[r, t - s.shape[0]:] = s
-            mask[r, t - s.shape[0]:] = 1
-        pos = (mask.cumsum(1) - 1).clamp_min(0)
-        logits, vis, past = self.lm(x, mask, pos, self.lm.empty_past(b))
-        return logits[:, -1], vis[:, -1], past, mask
-
-    def step(self, x, past, mask):
-        mask = torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=torch.long)], 1)
-        pos = mask.sum(1, keepdim=True) - 1
-        logits, vis, past = self.lm(x, mask, pos, past)
-        return logits[:, -1], vis[:, -1], past, mask
-
     @torch.no_grad()
     def greedy(self, seqs, max_new=40):
-        logits, _, past, mask = self.prefill(seqs)
+        logits, _, past, mask = prefill(self.lm, seqs)
         stop = {self.sp["</s>"], self.sp["[IMG]"]}
         out = [[] for _ in seqs]
         done = [False] * len(seqs)
@@ -89,7 +70,7 @@ class Runner:
                     done[r] = tok in stop
             if all(done):
                 break
-            logits, _, past, mask = self.step(self.lm.embed(nxt[:, None]), past, mask)
+            logits, _, past, mask = extend(self.lm, self.lm.embed(nxt), past, mask)
         return out
 
     @torch.no_grad()

@@ -225,36 +225,43 @@ def forward(model: CausalLM, b, augment: bool = True):
     return out, logits
 
 
+def prefill(model: CausalLM, seqs):
+    """Left-pads embedded sequences ([T_i, H] each) and runs them: logits and regression of the
+    last position, the KV cache and the attention mask."""
+    b, t = len(seqs), max(len(s) for s in seqs)
+    dev = model.lm_head.weight.device
+    x = torch.zeros(b, t, model.cfg.hidden, device=dev)
+    mask = torch.zeros(b, t, dtype=torch.long, device=dev)
+    for r, s in enumerate(seqs):
+        x[r, t - len(s):] = s
+        mask[r, t - len(s):] = 1
+    logits, vis, past = model(x, mask, (mask.cumsum(1) - 1).clamp_min(0), model.empty_past(b))
+    return logits[:, -1], vis[:, -1], past, mask
+
+
+def extend(model: CausalLM, x, past, mask):
+    """One more input embedding per row (x [B, H]) after prefill's cache: the same four results."""
+    mask = torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=torch.long, device=mask.device)], 1)
+    logits, vis, past = model(x[:, None], mask, mask.sum(1, keepdim=True) - 1, past)
+    return logits[:, -1], vis[:, -1], past, mask
+
+
 @torch.no_grad()
 def free_run(model: CausalLM, prefixes, frames: int, n_tok: int, img: int, img_end: int):
     """Regresses `frames` frames after each prefix (input embeddings [T_i, H], ending with `[IMG]`)
     as inference does: each slot reads back project_up of the previous regression, each frame
     closes with `[/IMG]` (plus the image summary) and the next opens with `[IMG]`. → [B, F, N, D]."""
-    b, t = len(prefixes), max(len(x) for x in prefixes)
-    dev = model.lm_head.weight.device
-    x = torch.zeros(b, t, model.cfg.hidden, device=dev)
-    mask = torch.zeros(b, t, dtype=torch.long, device=dev)
-    for r, p in enumerate(prefixes):
-        x[r, t - len(p):] = p
-        mask[r, t - len(p):] = 1
-    _, vis, past = model(x, mask, (mask.cumsum(1) - 1).clamp_min(0), model.empty_past(b))
-    vis = vis[:, -1]
-
-    def step(e):
-        nonlocal mask, past
-        mask = torch.cat([mask, torch.ones(b, 1, dtype=torch.long, device=dev)], 1)
-        _, v, past = model(e[:, None], mask, mask.sum(1, keepdim=True) - 1, past)
-        return v[:, -1]
-
+    _, vis, past, mask = prefill(model, prefixes)
+    b, dev = len(prefixes), vis.device
     out = torch.zeros(b, frames, n_tok, vis.shape[-1], device=dev)
     for f in range(frames):
         for j in range(n_tok):
             out[:, f, j] = vis
-            vis = step(model.project_up(vis))
+            _, vis, past, mask = extend(model, model.project_up(vis), past, mask)
         if f + 1 < frames:
             end = model.embed(torch.full((b,), img_end, device=dev))
-            step(end + model.summary(out[:, f]) if model.summary is not None else end)
-            vis = step(model.embed(torch.full((b,), img, device=dev)))
+            _, _, past, mask = extend(model, end + model.summary(out[:, f]) if model.summary is not None else end, past, mask)
+            _, vis, past, mask = extend(model, model.embed(torch.full((b,), img, device=dev)), past, mask)
     return out
 
 
