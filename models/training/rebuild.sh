@@ -15,7 +15,13 @@ t0=$(stamp)
 
 [ -f "$D/train/meta.json" ] || npm run -s world -- dataset --split train --out "$D/train"
 [ -f "$D/eval/meta.json" ] || npm run -s world -- dataset --split eval --per-task 200 --out "$D/eval"
-[ -f "$EMU_TRAIN_DIR/encoder.pt" ] || $PY models/training/train.py encoder --threads 2
+# The autoencoder needs only the images: it trains on one core while the encoder takes the other.
+if [ ! -f "$EMU_TRAIN_DIR/autoencoder.pt" ]; then
+  $PY models/training/train.py autoencoder --threads 1 > "$EMU_TRAIN_DIR/logs/autoencoder.out" 2>&1 &
+  ae_pid=$!
+fi
+[ -f "$EMU_TRAIN_DIR/encoder.pt" ] || $PY models/training/train.py encoder --threads 1
+if [ -n "${ae_pid:-}" ]; then wait "$ae_pid"; fi
 [ -f "$D/train/embeds.npy" ] || $PY models/training/train.py embed --threads 2
 
 # The LM (one core) and the decoders (the other core) train side by side.
@@ -23,9 +29,8 @@ if [ ! -f "$EMU_TRAIN_DIR/lm.pt" ]; then
   $PY models/training/train.py lm --threads 1 > "$EMU_TRAIN_DIR/logs/lm.out" 2>&1 &
   lm_pid=$!
 fi
-[ -f "$EMU_TRAIN_DIR/autoencoder.pt" ] || $PY models/training/train.py autoencoder --threads 1
-[ -f "$EMU_TRAIN_DIR/unet.pt" ] || $PY models/training/train.py unet --threads 1
 [ -f "$EMU_TRAIN_DIR/direct.pt" ] || $PY models/training/train.py direct --threads 1
+[ -f "$EMU_TRAIN_DIR/unet.pt" ] || $PY models/training/train.py unet --threads 1
 if [ -n "${lm_pid:-}" ]; then wait "$lm_pid"; fi
 echo "training took $(( $(stamp) - t0 )) s"
 

@@ -20,35 +20,39 @@ BATCH_CAP = {"video": 32}
 UNCOND_SHARE = 0.05
 # The image summary at each `[/IMG]` (modules.ImageSummary; the manifest declares it).
 IMAGE_SUMMARY = "attn"
+# Decoder layers. A third may be what 4-shot needs (model card, "What falls short"); untested in
+# the mixture, and 3 layers made few-shot-only steps ~1.5× slower on the CPU.
+LAYERS = 2
 # Noise on the teacher-forced inputs of generated slots: at inference the LM reads back its own
 # (imperfect) regressions.
 GEN_INPUT_NOISE = 0.1
 # Share of generated slots whose input is the LM's own regression (from a no-grad teacher-forced
 # pass of the same batch) instead of the noised target: at inference each slot reads back the LM's
 # own, blurrier output, and a faint object read back must not be taken for "no object yet".
-SELF_INPUT_SHARE = 0.0
+SELF_INPUT_SHARE = 0.5
 # Share of video examples whose first k frames (k uniform in 1 … frames-1) are the LM's own
 # free-running frames (no grad, KV cache, exactly as at inference) instead of the targets. Their
 # regression loss then counts only frames k onward: the LM learns to continue, and steer back to
 # the prompt's trajectory, from its own imperfect frames. (Teacher-forced, the LM predicts every
 # frame of the held-out videos right; free-running, its errors compound from frame to frame.)
-ROLLOUT_SHARE = 0.0
+ROLLOUT_SHARE = 0.5
+# Rollouts start at this step (recall steps included), as in the run that measured them: before the
+# LM can draw a frame its own frames are noise, and each rollout costs a free-running pass (a
+# mixture step ~20% slower).
+ROLLOUT_FROM = 8800
 HOLDOUT = 1000
-# The recipe under test, all off so the rebuild reproduces the shipped package. Candidate for 1.2.0
-# (model card, "Candidate 1.2.0 recipe"): RECALL_STEPS 1500, REPEAT_SHARE 0.25, SELF_INPUT_SHARE 0.5
-# and ROLLOUT_SHARE 0.5. Every row but 4-shot (80.5–81%) passed in its two runs (the first without
-# rollouts, the second with them from step 8,812 only; not yet run from step 0). Recall batches kept in
-# the mixture (RECALL_SHARE 0.03) cost the generation rows, so that one stays 0:
-# RECALL_STEPS of text-only associative recall (`<s> red dax . blue wug . red` → `dax`) before the
-# mixture, the stand-in for the text pretraining Emu2's LM inherits from LLaMA, whose induction heads
-# its few-shot ability builds on (RecallEpisodes); they come on top of the stage's mixture steps.
-RECALL_STEPS = 0
+# The recall warm-up: RECALL_STEPS of text-only associative recall (`<s> red dax . blue wug . red` →
+# `dax`) before the mixture, the stand-in for the text pretraining Emu2's LM inherits from LLaMA,
+# whose induction heads its few-shot ability builds on (RecallEpisodes); they come on top of the
+# stage's mixture steps. Without it the LM sat on the few-shot "copy any label" plateau for all of
+# its steps (model card, "How the recipe was found").
+RECALL_STEPS = 1500
 # RECALL_SHARE of the mixture's batches stay recall, so the circuit stays in use while the images
-# learn to address it.
+# learn to address it. Off: at 0.03 it cost text→image and subject-driven 14 points each, video 29.
 RECALL_SHARE = 0.0
 # REPEAT_SHARE of few-shot episodes get an exact-copy query (Batcher.repeat_query): matching is
 # trivial on these, so the image-to-label lookup gets a gradient from the first steps.
-REPEAT_SHARE = 0.0
+REPEAT_SHARE = 0.25
 
 
 class TaskData:
@@ -338,7 +342,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
     embeds = np.load(f"{data_dir}/embeds.npy", mmap_mode="r")
     embeds = np.ascontiguousarray(embeds)  # ~410 MB: random access in RAM
     batcher = Batcher(split, embeds, list(MIXTURE), seed)
-    cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2], image_summary=IMAGE_SUMMARY)
+    cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2], image_summary=IMAGE_SUMMARY, layers=LAYERS)
     model = CausalLM(cfg).to(device)
     to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -374,7 +378,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
         else:
             task = tasks[int(batcher.rng.choice(len(tasks), p=weights))]
         b = to(recall.sample(batch) if task == "recall" else batcher.sample(task, min(batch, BATCH_CAP.get(task, batch))))
-        if task == "video" and ROLLOUT_SHARE > 0:
+        if task == "video" and ROLLOUT_SHARE > 0 and step >= ROLLOUT_FROM:
             b = with_rollouts(model, b, batcher)
         out, _ = forward(model, b)
         loss = out.get("ce", 0.0) + out.get("reg", 0.0)

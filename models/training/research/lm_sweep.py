@@ -7,13 +7,13 @@ rebuild.sh on the CPU, and its numbers come from evaluate.py and the world's sco
   /usr/bin/python3 models/training/research/lm_sweep.py pack --out .sweep
   # on the GPU machine (its python3 holds PyTorch with CUDA), variants in priority order:
   python3 models/training/research/lm_sweep.py run --pack .sweep --out $OUT --deadline 480 \\
-      'off:' 'recipe:RECALL_STEPS=1500,RECALL_SHARE=0.03,REPEAT_SHARE=0.25' 'off2:seed=1235' …
+      'shipped:' 'layers3:LAYERS=3' 'norollout:ROLLOUT_SHARE=0' 'shipped2:seed=1235' …
 
   # or one variant on this CPU (its own run dir; the split's embeds.npy from `train.py embed`):
   EMU_TRAIN_DIR=DIR /usr/bin/python3 models/training/research/lm_sweep.py child --device cpu \
-      --threads 1 --data ~/.cache/emu2-tiny/data --spec 'RECALL_STEPS=1500,REPEAT_SHARE=0.25'
+      --threads 1 --data ~/.cache/emu2-tiny/data --spec 'ROLLOUT_FROM=0'
 
-A variant is `name:key=value,…`: a key in capitals sets that constant of emu_tiny.lm (`MIXTURE.video`
+A variant is `name:key=value,…` (empty: the shipped recipe): a key in capitals sets that constant of emu_tiny.lm (`MIXTURE.video`
 sets one task's weight), `seed` and `steps` set train_lm's arguments. Once every variant has run
 1,000 steps, the last ones in the list are stopped while any would finish after --deadline less
 --eval-margin seconds; the probe lines of every variant are echoed as they appear.
@@ -283,8 +283,9 @@ def sweep(a) -> None:
 
 
 def apply_steps(spec: str) -> int:
+    from emu_tiny import lm
     kv = dict(item.split("=") for item in filter(None, spec.split(",")))
-    return int(kv.get("steps", 12500)) + int(float(kv.get("RECALL_STEPS", 0)))
+    return int(kv.get("steps", 12500)) + int(float(kv.get("RECALL_STEPS", lm.RECALL_STEPS)))
 
 
 def main() -> None:
