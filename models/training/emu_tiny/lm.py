@@ -37,8 +37,8 @@ SELF_INPUT_SHARE = 0.5
 # frame of the held-out videos right; free-running, its errors compound from frame to frame.)
 ROLLOUT_SHARE = 0.5
 # Rollouts start at this step (recall steps included), as in the run that measured them: before the
-# LM can draw a frame its own frames are noise, and each rollout costs a free-running pass (a
-# mixture step ~20% slower).
+# LM can draw a frame its own frames are noise, and each rollout costs a free-running pass (mixture
+# steps 12–19% slower, measured on two machines).
 ROLLOUT_FROM = 8800
 HOLDOUT = 1000
 # The recall warm-up: RECALL_STEPS of text-only associative recall (`<s> red dax . blue wug . red` →
@@ -48,7 +48,8 @@ HOLDOUT = 1000
 # its steps (model card, "How the recipe was found").
 RECALL_STEPS = 1500
 # RECALL_SHARE of the mixture's batches stay recall, so the circuit stays in use while the images
-# learn to address it. Off: at 0.03 it cost text→image and subject-driven 14 points each, video 29.
+# learn to address it. Off: the run with 0.03 scored text→image / subject-driven / video 79.5 / 60.0 /
+# 23.5%, one without it 93.0 / 74.0 / 52.0% (model card, "How the recipe was found", step 3).
 RECALL_SHARE = 0.0
 # REPEAT_SHARE of few-shot episodes get an exact-copy query (Batcher.repeat_query): matching is
 # trivial on these, so the image-to-label lookup gets a gradient from the first steps.

@@ -33,7 +33,7 @@ from evaluate import Runner, to_u8  # noqa: E402
 @torch.no_grad()
 def regress_modes(run: Runner, rows, sp):
     """→ {mode: [V, F, N, D]} for the video rows."""
-    free = run.regress([run.embed_prompt(r["ids"][: r["prompt"]], []) for r in rows], frames=8)
+    free = run.regress([run.embed_prompt(r["ids"][: r["prompt"]], []) for r in rows], frames=len(rows[0]["images"]))
     tok, frame = [], []
     for r in rows:
         ids, imgs = r["ids"], r["images"]
@@ -74,6 +74,7 @@ def main() -> None:
     direct = DirectDecoder(nets.direct_head, nets.ae).eval()
     rows = split.examples("video")[: a.limit or None]
     targets = [json.loads(ln) for ln in open(os.path.join(a.eval, "images.jsonl"))]
+    n_f = len(rows[0]["images"])  # frames per video
     for mode, toks in regress_modes(run, rows, split.special).items():
         d = os.path.join(a.out, mode)
         os.makedirs(d, exist_ok=True)
@@ -82,12 +83,12 @@ def main() -> None:
         pics.tofile(os.path.join(d, "outputs.u8"))
         with open(os.path.join(d, "outputs.jsonl"), "w") as o:
             for i in range(len(rows)):
-                o.write(json.dumps({"task": "video", "line": i, "frames": list(range(8 * i, 8 * i + 8))}) + "\n")
+                o.write(json.dumps({"task": "video", "line": i, "frames": list(range(n_f * i, n_f * i + n_f))}) + "\n")
         shutil.copyfile(os.path.join(a.eval, "video.jsonl"), os.path.join(d, "video.jsonl"))
-        frames = pics.reshape(len(rows), 8, *pics.shape[1:])
-        hit, err, seen = np.zeros(8), np.zeros(8), np.zeros(8)
+        frames = pics.reshape(len(rows), n_f, *pics.shape[1:])
+        hit, err, seen = np.zeros(n_f), np.zeros(n_f), np.zeros(n_f)
         for v, r in enumerate(rows):
-            for f in range(8):
+            for f in range(n_f):
                 c = centre(frames[v, f])
                 t = targets[r["images"][f]]["objects"][0]
                 if c is None:
@@ -97,7 +98,7 @@ def main() -> None:
                 err[f] += np.hypot(c[0] - t["x"], c[1] - t["y"])
         print(f"{mode:8s} cell match % per frame: " + " ".join(f"{100 * h / len(rows):3.0f}" for h in hit)
               + " | centre error: " + " ".join(f"{e / max(s, 1):.2f}" for e, s in zip(err, seen))
-              + f" | frames with no object: {int(8 * len(rows) - seen.sum())}")
+              + f" | frames with no object: {int(n_f * len(rows) - seen.sum())}")
 
 
 if __name__ == "__main__":
