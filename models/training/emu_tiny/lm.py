@@ -54,6 +54,15 @@ RECALL_SHARE = 0.0
 # REPEAT_SHARE of few-shot episodes get an exact-copy query (Batcher.repeat_query): matching is
 # trivial on these, so the image-to-label lookup gets a gradient from the first steps.
 REPEAT_SHARE = 0.25
+# Length-binned batches: a task's training rows, sorted by length, are cut into LENGTH_BINS bins
+# of equal count; a batch draws its rows from one bin, picked with probability ∝ its size, so
+# every row keeps its chance of being drawn but a batch's rows have similar lengths. Drawn
+# uniformly (0, as 1.2.0 trained), padding is ~25% of few-shot tokens (episodes run 21–101) and
+# ~36% of VQA ones at batch 64; with 16 bins, 2% and 4% (padded tokens per batch: few-shot 6,464 →
+# 5,188, VQA 3,891 → 2,593). Rows that can carry no loss (0-shot episodes) are left out when
+# binning: a bin of only those would have no gradient. Measured on a 2-core AVX2 EPYC (600 mixture
+# steps, one core each, side by side): 2.28 → 2.79 steps/s, and 1.94 → 2.21 with rollouts.
+LENGTH_BINS = 0
 
 
 class TaskData:
@@ -75,6 +84,16 @@ class Batcher:
         self.embeds = embeds
         self.data = {t: TaskData(split.examples(t), sp) for t in tasks}
         self.rng = np.random.default_rng(seed)
+        self.bins = {t: self.length_bins(d) for t, d in self.data.items()} if LENGTH_BINS > 0 else {}
+
+    @staticmethod
+    def length_bins(d: TaskData):
+        """The task's training rows that can carry a loss (their own, or a repeated query's: see
+        repeat_query), by length, in LENGTH_BINS equal-count bins."""
+        rows = [i for i in range(d.n - HOLDOUT)
+                if len(d.loss[i]) or d.gen[i].any() or (REPEAT_SHARE > 0 and len(d.images[i]) >= 2)]
+        rows.sort(key=lambda i: len(d.ids[i]))
+        return [b for b in np.array_split(np.asarray(rows, dtype=np.int64), LENGTH_BINS) if len(b)]
 
     def build(self, task: str, rows, augment: bool = True):
         d = self.data[task]
@@ -129,6 +148,11 @@ class Batcher:
         return ids, im, sp
 
     def sample(self, task: str, batch: int, holdout: bool = False):
+        if self.bins and not holdout:
+            bins = self.bins[task]
+            size = np.array([len(b) for b in bins], dtype=np.float64)
+            rows = bins[int(self.rng.choice(len(bins), p=size / size.sum()))]
+            return self.build(task, rows[self.rng.integers(0, len(rows), batch)])
         n = self.data[task].n
         lo, hi = (n - HOLDOUT, n) if holdout else (0, n - HOLDOUT)
         return self.build(task, self.rng.integers(lo, hi, batch), augment=not holdout)
