@@ -61,7 +61,8 @@ REPEAT_SHARE = 0.25
 # ~36% of VQA ones at batch 64; with 16 bins, 2% and 4% (padded tokens per batch: few-shot 6,464 →
 # 5,188, VQA 3,891 → 2,593). Rows that can carry no loss (0-shot episodes) are left out when
 # binning: a bin of only those would have no gradient. Measured on a 2-core AVX2 EPYC (600 mixture
-# steps, one core each, side by side): 2.28 → 2.79 steps/s, and 1.94 → 2.21 with rollouts.
+# steps, one core each, side by side; the loop's own rate at step 599): 2.28 → 2.79 steps/s, and
+# 2.06 → 2.39 with rollouts.
 LENGTH_BINS = 0
 
 
@@ -89,11 +90,13 @@ class Batcher:
     @staticmethod
     def length_bins(d: TaskData):
         """The task's training rows that can carry a loss (their own, or a repeated query's: see
-        repeat_query), by length, in LENGTH_BINS equal-count bins."""
+        repeat_query), by length, in LENGTH_BINS equal-count bins, and each bin's draw probability."""
         rows = [i for i in range(d.n - HOLDOUT)
                 if len(d.loss[i]) or d.gen[i].any() or (REPEAT_SHARE > 0 and len(d.images[i]) >= 2)]
         rows.sort(key=lambda i: len(d.ids[i]))
-        return [b for b in np.array_split(np.asarray(rows, dtype=np.int64), LENGTH_BINS) if len(b)]
+        bins = [b for b in np.array_split(np.asarray(rows, dtype=np.int64), LENGTH_BINS) if len(b)]
+        size = np.array([len(b) for b in bins], dtype=np.float64)
+        return bins, size / size.sum()
 
     def build(self, task: str, rows, augment: bool = True):
         d = self.data[task]
@@ -149,9 +152,8 @@ class Batcher:
 
     def sample(self, task: str, batch: int, holdout: bool = False):
         if self.bins and not holdout:
-            bins = self.bins[task]
-            size = np.array([len(b) for b in bins], dtype=np.float64)
-            rows = bins[int(self.rng.choice(len(bins), p=size / size.sum()))]
+            bins, p = self.bins[task]
+            rows = bins[int(self.rng.choice(len(bins), p=p))]
             return self.build(task, rows[self.rng.integers(0, len(rows), batch)])
         n = self.data[task].n
         lo, hi = (n - HOLDOUT, n) if holdout else (0, n - HOLDOUT)
