@@ -57,13 +57,13 @@ REPEAT_SHARE = 0.25
 # Length-binned batches: a task's training rows, sorted by length, are cut into LENGTH_BINS bins
 # of equal count; a batch draws its rows from one bin, picked with probability ∝ its size, so
 # every row keeps its chance of being drawn but a batch's rows have similar lengths. Drawn
-# uniformly (0, as 1.2.0 trained; 1.3.0 trains with 16), padding is ~25% of few-shot tokens (episodes run 21–101) and
+# uniformly (0, as 1.2.0 trained), padding is ~25% of few-shot tokens (episodes run 21–101) and
 # ~36% of VQA ones at batch 64; with 16 bins, 2% and 4% (padded tokens per batch: few-shot 6,464 →
 # 5,188, VQA 3,891 → 2,593). Rows that can carry no loss (0-shot episodes) are left out when
 # binning: a bin of only those would have no gradient. Measured on a 2-core AVX2 EPYC (600 mixture
 # steps, one core each, side by side; the loop's own rate at step 599): 2.28 → 2.79 steps/s, and
 # 2.06 → 2.39 with rollouts.
-LENGTH_BINS = 16
+LENGTH_BINS = 0
 
 
 class TaskData:
