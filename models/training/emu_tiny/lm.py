@@ -63,7 +63,8 @@ REPEAT_SHARE = 0.25
 # binning: a bin of only those would have no gradient. Measured on a 2-core AVX2 EPYC (600 mixture
 # steps, one core each, side by side; the loop's own rate at step 599): 2.28 → 2.79 steps/s, and
 # 2.06 → 2.39 with rollouts. A full rebuild with 16 (model card, "What falls short → LM stage
-# time"): LM stage 4,057 s on that machine, but VQA 88.5% (1.2.0: 94.0) with shape and cell errors
+# time"): LM stage 4,057 s on a 2-core AVX2 EPYC ~1.2× slower than the
+# 1.2.0 build machine, but VQA 88.5% (1.2.0: 94.0) with shape and cell errors
 # 1.2.0 did not make, so 1.2.0 stays as trained (0).
 LENGTH_BINS = 0
 # The tasks binned when LENGTH_BINS > 0: "*" for all, else task names joined by "+" (e.g.
