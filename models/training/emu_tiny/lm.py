@@ -70,7 +70,8 @@ LENGTH_BINS = 0
 # The tasks binned when LENGTH_BINS > 0: "*" for all, else task names joined by "+" (e.g.
 # "fewshot", so `lm_sweep.py --spec 'LENGTH_BINS=16,BINNED_TASKS=fewshot'`). A binned VQA batch
 # holds rows of one length, mostly one phrasing and question type; few-shot, half of the steps,
-# holds most of the padding saved.
+# holds most of the padding saved (600 mixture steps side by side, loop rate at step 599: unbinned
+# 2.78, few-shot only 3.20 / 3.27, every task 3.41 steps/s).
 BINNED_TASKS = "*"
 
 
