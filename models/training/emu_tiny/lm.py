@@ -63,15 +63,15 @@ REPEAT_SHARE = 0.25
 # binning: a bin of only those would have no gradient. Measured on a 2-core AVX2 EPYC (600 mixture
 # steps, one core each, side by side; the loop's own rate at step 599): 2.28 → 2.79 steps/s, and
 # 2.06 → 2.39 with rollouts. A full rebuild with 16 (model card, "What falls short → LM stage
-# time"): LM stage 4,057 s on a 2-core AVX2 EPYC ~1.2× slower than the
-# 1.2.0 build machine, but VQA 88.5% (1.2.0: 94.0) with shape and cell errors
-# 1.2.0 did not make, so 1.2.0 stays as trained (0).
+# time"): LM stage 4,057 s on a 2-core AVX2 EPYC ~1.2× slower than the 1.2.0 build machine, but
+# VQA 88.5% (1.2.0: 94.0) with shape and cell errors 1.2.0 did not make, so 1.2.0 stays as
+# trained (0).
 LENGTH_BINS = 0
 # The tasks binned when LENGTH_BINS > 0: "*" for all, else task names joined by "+" (e.g.
-# "fewshot", so `lm_sweep.py --spec 'LENGTH_BINS=16,BINNED_TASKS=fewshot'`). A binned VQA batch
-# holds rows of one length, mostly one phrasing and question type; few-shot, half of the steps,
-# holds most of the padding saved (600 mixture steps side by side, loop rate at step 599: unbinned
-# 2.78, few-shot only 3.20 / 3.27, every task 3.41 steps/s).
+# "fewshot", so `lm_sweep.py --spec 'LENGTH_BINS=16,BINNED_TASKS=fewshot'`). Few-shot, half of
+# the steps, holds most of the time saved (600 mixture steps side by side, loop rate at step 599:
+# unbinned 2.78, few-shot only 3.20 / 3.27, every task 3.41 steps/s), and the other tasks then
+# draw their batches as 1.2.0 did.
 BINNED_TASKS = "*"
 
 

@@ -7,7 +7,7 @@ rebuild.sh on the CPU, and its numbers come from evaluate.py and the world's sco
   /usr/bin/python3 models/training/research/lm_sweep.py pack --out .sweep
   # on the GPU machine (its python3 holds PyTorch with CUDA), variants in priority order:
   python3 models/training/research/lm_sweep.py run --pack .sweep --out $OUT --deadline 480 \\
-      'shipped:' 'bins:LENGTH_BINS=16' 'fsbins:LENGTH_BINS=16,BINNED_TASKS=fewshot' 'layers3:LAYERS=3,LENGTH_BINS=16' 'shipped2:seed=1235' …
+      'shipped:' 'bins:LENGTH_BINS=16' 'fsbins:LENGTH_BINS=16,BINNED_TASKS=fewshot' 'layers3:LAYERS=3,LENGTH_BINS=16,BINNED_TASKS=fewshot' 'shipped2:seed=1235' …
 
   # or one variant on this CPU (its own run dir; the split's embeds.npy from `train.py embed`):
   EMU_TRAIN_DIR=DIR /usr/bin/python3 models/training/research/lm_sweep.py child --device cpu \
