@@ -241,7 +241,7 @@ def run(model: CausalLM, b, vec):
         flat[b["end_pos"][ok]] = flat[b["end_pos"][ok]] + summ[ok]
     x = flat.reshape(bsz, t, h)
     pos = (mask.cumsum(1) - 1).clamp_min(0)
-    logits, vis, _ = model(x, mask, pos, model.empty_past(bsz))
+    logits, vis, _ = model(x, mask, pos, model.empty_past(bsz), pack=True)
     return logits, vis
 
 

@@ -151,15 +151,40 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-def rope(x, pos, theta):
-    """Rotary embedding (LLaMA's rotate-half form). x [B,h,T,d], pos [B,T] int64."""
-    d = x.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d))
+def rope_tables(pos, d: int, theta: float):
+    """cos and sin of the rotary angles [B,1,T,d] for positions pos [B,T] int64, computed once per
+    forward and shared by every layer's queries and keys."""
+    inv = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=pos.device) / d))
     ang = pos.to(torch.float32).unsqueeze(-1) * inv                 # [B,T,d/2]
-    cos = torch.cat([ang.cos(), ang.cos()], -1).unsqueeze(1)
-    sin = torch.cat([ang.sin(), ang.sin()], -1).unsqueeze(1)
+    ang = torch.cat([ang, ang], -1).unsqueeze(1)
+    return ang.cos(), ang.sin()
+
+
+def rope(x, cos, sin):
+    """Rotary embedding (LLaMA's rotate-half form). x [B,h,T,d]; cos, sin from rope_tables."""
+    d = x.shape[-1]
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+class Packing:
+    """The real (unpadded) positions of a [B,T] batch. Training batches are padded to their longest
+    row (a quarter to a third of their tokens); with a Packing the projections, norms, MLP and heads
+    run on the N real rows only, and attention on the padded [B,T] layout. Padded keys are masked
+    out either way, so the result at every real position is the same as the padded computation's."""
+
+    def __init__(self, mask):
+        self.b, self.t = mask.shape
+        self.idx = torch.nonzero(mask.reshape(-1)).squeeze(1)
+
+    def pack(self, x):
+        """[B,T,…] → [N,…]"""
+        return x.reshape(self.b * self.t, *x.shape[2:])[self.idx]
+
+    def unpack(self, x):
+        """[N,…] → [B,T,…], zero at padded positions."""
+        out = x.new_zeros(self.b * self.t, *x.shape[1:]).index_copy(0, self.idx, x)
+        return out.reshape(self.b, self.t, *x.shape[1:])
 
 
 class DecoderLayer(nn.Module):
@@ -177,17 +202,23 @@ class DecoderLayer(nn.Module):
         self.up = nn.Linear(h, cfg.ffn, bias=False)
         self.down = nn.Linear(cfg.ffn, h, bias=False)
 
-    def forward(self, x, pos, bias, past_k, past_v):
-        b, t, _ = x.shape
+    def forward(self, x, rot, bias, past_k, past_v, packing: "Packing | None" = None):
+        """x [B,T,H], or [N,H] with its Packing; rot: (cos, sin) from rope_tables for the new positions."""
         nh, hd = self.cfg.heads, self.cfg.head_dim
         hs = self.norm1(x)
-        q = rope(self.q(hs).reshape(b, t, nh, hd).transpose(1, 2), pos, self.cfg.rope_theta)
-        k = rope(self.k(hs).reshape(b, t, nh, hd).transpose(1, 2), pos, self.cfg.rope_theta)
-        v = self.v(hs).reshape(b, t, nh, hd).transpose(1, 2)
+        q, k, v = self.q(hs), self.k(hs), self.v(hs)
+        if packing is not None:
+            q, k, v = packing.unpack(torch.cat([q, k, v], -1)).chunk(3, -1)
+        b, t, _ = q.shape
+        # The 1/√d scale on the queries, not on the [T, P+T] scores: the same product, fewer multiplies.
+        q = rope(q.reshape(b, t, nh, hd).transpose(1, 2), *rot) * (1.0 / math.sqrt(hd))
+        k = rope(k.reshape(b, t, nh, hd).transpose(1, 2), *rot)
+        v = v.reshape(b, t, nh, hd).transpose(1, 2)
         k = torch.cat([past_k, k], dim=2)
         v = torch.cat([past_v, v], dim=2)
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + bias, dim=-1)
-        x = x + self.o((att @ v).transpose(1, 2).reshape(b, t, nh * hd))
+        att = torch.softmax(q @ k.transpose(-1, -2) + bias, dim=-1)
+        a = (att @ v).transpose(1, 2).reshape(b, t, nh * hd)
+        x = x + self.o(packing.pack(a) if packing is not None else a)
         hs = self.norm2(x)
         return x + self.down(F.silu(self.gate(hs)) * self.up(hs)), k, v
 
@@ -232,8 +263,10 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=False)
         self.project_down = nn.Linear(cfg.hidden, cfg.dim, bias=False)
 
-    def forward(self, inputs_embeds, attention_mask, position_ids, past):
-        """past: list of (k, v) [B,h,P,hd]; attention_mask [B,P+T] (1 = real token)."""
+    def forward(self, inputs_embeds, attention_mask, position_ids, past, pack: bool = False):
+        """past: list of (k, v) [B,h,P,hd]; attention_mask [B,P+T] (1 = real token). `pack` (training,
+        empty past only) runs everything but attention on the real tokens (Packing); logits and
+        regressions at padded positions are then zero instead of unused values."""
         b, t, _ = inputs_embeds.shape
         p = past[0][0].shape[2]
         total = p + t
@@ -244,13 +277,18 @@ class CausalLM(nn.Module):
         k_idx = torch.arange(total, device=dev).unsqueeze(0)
         allowed = (k_idx <= q_idx).unsqueeze(0) & attention_mask[:, None, :].bool()
         bias = torch.zeros(b, 1, t, total, device=dev).masked_fill(~allowed.unsqueeze(1), torch.finfo(torch.float32).min)
-        x = inputs_embeds
+        packing = Packing(attention_mask) if pack and p == 0 else None
+        x = packing.pack(inputs_embeds) if packing is not None else inputs_embeds
+        rot = rope_tables(position_ids, self.cfg.head_dim, self.cfg.rope_theta)
         present = []
         for layer, (pk, pv) in zip(self.layers, past):
-            x, k, v = layer(x, position_ids, bias, pk, pv)
+            x, k, v = layer(x, rot, bias, pk, pv, packing)
             present.append((k, v))
         h = self.norm(x)
-        return self.lm_head(h), self.project_down(h), present
+        logits, vis = self.lm_head(h), self.project_down(h)
+        if packing is not None:
+            logits, vis = packing.unpack(logits), packing.unpack(vis)
+        return logits, vis, present
 
     def empty_past(self, batch: int):
         c = self.cfg
