@@ -65,7 +65,8 @@ REPEAT_SHARE = 0.25
 # 2.06 → 2.39 with rollouts. A full rebuild with 16 (model card, "What falls short → LM stage
 # time"): LM stage 4,057 s on a 2-core AVX2 EPYC ~1.2× slower than the 1.2.0 build machine, but
 # VQA 88.5% (1.2.0: 94.0) with shape and cell errors 1.2.0 did not make, so 1.2.0 stays as
-# trained (0).
+# trained (0). Since then the LM's training forward skips padding everywhere but attention
+# (modules.Packing), which takes most of that saving without changing what a batch holds.
 LENGTH_BINS = 0
 # The tasks binned when LENGTH_BINS > 0: "*" for all, else task names joined by "+" (e.g.
 # "fewshot", so `lm_sweep.py --spec 'LENGTH_BINS=16,BINNED_TASKS=fewshot'`). Few-shot, half of
