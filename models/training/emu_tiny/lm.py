@@ -54,6 +54,10 @@ RECALL_SHARE = 0.0
 # REPEAT_SHARE of few-shot episodes get an exact-copy query (Batcher.repeat_query): matching is
 # trivial on these, so the image-to-label lookup gets a gradient from the first steps.
 REPEAT_SHARE = 0.25
+# The training forward runs everything but attention on the batch's real tokens only (modules.Packing):
+# the same losses and gradients as the padded computation, to float rounding. `bench/lm_train_step.py`
+# measures it against the padded one.
+PACK = True
 # Length-binned batches: a task's training rows, sorted by length, are cut into LENGTH_BINS bins
 # of equal count; a batch draws its rows from one bin, picked with probability ∝ its size, so
 # every row keeps its chance of being drawn but a batch's rows have similar lengths. Drawn
@@ -242,7 +246,7 @@ def run(model: CausalLM, b, vec):
         flat[b["end_pos"][ok]] = flat[b["end_pos"][ok]] + summ[ok]
     x = flat.reshape(bsz, t, h)
     pos = (mask.cumsum(1) - 1).clamp_min(0)
-    logits, vis, _ = model(x, mask, pos, model.empty_past(bsz), pack=True)
+    logits, vis, _ = model(x, mask, pos, model.empty_past(bsz), pack=PACK)
     return logits, vis
 
 
