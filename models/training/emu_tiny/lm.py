@@ -20,8 +20,9 @@ BATCH_CAP = {"video": 32}
 UNCOND_SHARE = 0.05
 # The image summary at each `[/IMG]` (modules.ImageSummary; the manifest declares it).
 IMAGE_SUMMARY = "attn"
-# Decoder layers. A third may be what 4-shot needs (model card, "What falls short"); untested in
-# the mixture, and 3 layers made few-shot-only steps ~1.5× slower on the CPU.
+# Decoder layers. A third did not lift 4-shot in a short mixture pair (1,500 recall + 3,500 steps:
+# 69.0% against 69.5% with 2; model card, "What falls short"); 3 layers made few-shot-only steps
+# ~1.5× slower on the CPU.
 LAYERS = 2
 # Noise on the teacher-forced inputs of generated slots: at inference the LM reads back its own
 # (imperfect) regressions.
