@@ -41,15 +41,17 @@ def main() -> None:
     ap.add_argument("--data", default=path("data", "train"))
     ap.add_argument("--batches", type=int, default=12, help="batches per task (each timed both ways)")
     a = ap.parse_args()
+    if not os.path.exists(os.path.join(a.data, "meta.json")):
+        raise SystemExit(f"no training split at {a.data}: write one with `npm run world -- dataset --split train --out {a.data}` "
+                         "(or run models/training/rebuild.sh), or pass --data")
     torch.set_num_threads(1)
     split = Split(a.data)
     emb_file = os.path.join(a.data, "embeds.npy")
     if os.path.exists(emb_file):
         embeds = np.ascontiguousarray(np.load(emb_file, mmap_mode="r"))
     else:
-        n = 1 + max(int(np.concatenate([np.asarray(r["images"], dtype=np.int64).ravel() for r in split.examples(t)]).max())
-                    for t in lm.MIXTURE)
-        embeds = np.random.default_rng(0).standard_normal((n, split.tokens_per_image, 64)).astype(np.float32)
+        shape = (len(split.images), split.tokens_per_image, LMConfig.dim)
+        embeds = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     batcher = lm.Batcher(split, embeds, list(lm.MIXTURE), 0)
     cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2], image_summary=lm.IMAGE_SUMMARY, layers=lm.LAYERS)
     model = CausalLM(cfg)
