@@ -3,6 +3,7 @@
  *   tokenizer --out FILE                     write emu2-tiny's tokenizer.json
  *   dataset --split train|eval --out DIR     write a tokenized split (see dataset.ts)
  *           [--tokenizer FILE] [--scale X] [--per-task N] [--tokens-per-image N]
+ *           [--fewshot-lures SHARE]          train only: few-shot lures (WorldOptions.fewshotLureShare)
  *   score DIR                                score model outputs of an eval split (see score.ts)
  */
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
@@ -34,6 +35,7 @@ async function main(argv: string[]): Promise<void> {
       "per-task": { type: "string" },
       "tokens-per-image": { type: "string", default: "16" },
       "start-index": { type: "string", default: "0" },
+      "fewshot-lures": { type: "string", default: "0" },
     },
   });
   switch (command) {
@@ -55,12 +57,16 @@ async function main(argv: string[]): Promise<void> {
       const counts = Object.fromEntries(
         TASKS.map((t) => [t, perTask ?? Math.round(TRAIN_COUNTS[t] * scale)]),
       ) as Record<Task, number>;
+      const lures = Number(values["fewshot-lures"]);
+      if (!(lures >= 0 && lures <= 1)) throw new Error(`--fewshot-lures must be a share in [0, 1], not ${values["fewshot-lures"]}`);
+      if (lures > 0 && split === "eval") throw new Error("--fewshot-lures is for training sets: evaluation keeps the natural episodes");
       const t0 = Date.now();
       const summary = await writeDataset({
         split, outDir: values.out, tokenizer, counts,
         tokensPerImage: Number(values["tokens-per-image"]),
         startIndex: Number(values["start-index"]),
         ...(split === "eval" ? { fewshotShots: EVAL_SHOTS } : {}),
+        world: { fewshotLureShare: lures },
         onProgress: (task, done, total) => process.stderr.write(`\r${task}: ${done}/${total}        ${done === total ? "\n" : ""}`),
       });
       console.log(`wrote ${values.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${summary.images} images, ` +

@@ -168,6 +168,7 @@ export async function writeDataset(opts: DatasetOptions): Promise<DatasetSummary
     vocab_size: opts.tokenizer.vocabSize,
     special_ids: Object.fromEntries(SPECIAL_TOKENS.map((t) => [t, opts.tokenizer.id(t)])),
     attributes: { shape: SHAPES, color: COLORS, size: SIZES, background: BACKGROUNDS },
+    fewshot_lure_share: world.fewshotLureShare,
     ...summary,
   }, null, 1));
   return summary;

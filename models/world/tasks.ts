@@ -71,6 +71,14 @@ export interface WorldOptions {
   videoFrames?: number;
   /** Box-mask outline thickness in pixels. Default 2. */
   boxMaskThicknessPx?: number;
+  /**
+   * Share of few-shot episodes with ≥ 2 shots that hold a *lure*: a demonstration that looks like
+   * the query in everything but the episode's attribute (same cell, same other two attributes), so
+   * its label is wrong for the query. Copying the label of the demonstration that looks most alike
+   * then fails, and only comparing the demonstrations on the episode's attribute answers. Default 0
+   * (the episodes of every split so far); a training-set option, never set for evaluation.
+   */
+  fewshotLureShare?: number;
 }
 
 const TASK_SEED: Record<Task, number> = {
@@ -83,6 +91,7 @@ export class World {
   readonly singlePoolSize: number;
   readonly videoFrames: number;
   readonly boxMaskThicknessPx: number;
+  readonly fewshotLureShare: number;
 
   constructor(split: Split, opts: WorldOptions = {}) {
     this.split = split;
@@ -90,6 +99,10 @@ export class World {
     this.singlePoolSize = opts.singlePoolSize ?? 16_000;
     this.videoFrames = opts.videoFrames ?? 8;
     this.boxMaskThicknessPx = opts.boxMaskThicknessPx ?? 2;
+    this.fewshotLureShare = opts.fewshotLureShare ?? 0;
+    if (!(this.fewshotLureShare >= 0 && this.fewshotLureShare <= 1)) {
+      throw new Error(`fewshotLureShare must lie in [0, 1], not ${opts.fewshotLureShare}`);
+    }
   }
 
   private rng(stream: number, index: number): Rng {
@@ -167,23 +180,31 @@ export class World {
    */
   private fewshotExample(rng: Rng, index: number, shots?: number): Example {
     const k = shots ?? [0, 1, 2, 4][rng.weighted([0.05, 0.15, 0.3, 0.5])] as number;
-    const attr = rng.pick(["shape", "color", "size"] as const);
+    const attr = rng.pick(FEWSHOT_ATTRS);
     const values: readonly string[] = attr === "shape" ? SHAPES : attr === "color" ? COLORS : SIZES;
     const nonce = rng.sample(NONCE_WORDS, values.length);
     const labelOf = new Map(values.map((v, i) => [v, nonce[i] as string]));
-    const drawImage = (): { ref: ImageRef; value: string } => {
-      const idx = rng.int(this.singlePoolSize);
-      const o = this.poolScene("singles", idx).objects[0] as ShapeObject;
-      return { ref: { kind: "pool", pool: "singles", index: idx }, value: o[attr] };
+    const drawImage = (like?: (o: ShapeObject) => boolean): { ref: ImageRef; value: string; o: ShapeObject } => {
+      for (let tries = 0; tries < 50 * this.singlePoolSize; tries++) {
+        const idx = rng.int(this.singlePoolSize);
+        const o = this.poolScene("singles", idx).objects[0] as ShapeObject;
+        if (!like || like(o)) return { ref: { kind: "pool", pool: "singles", index: idx }, value: o[attr], o };
+      }
+      throw new Error(`few-shot episode ${index}: no single-shape scene of the pool (${this.singlePoolSize}) fits; use a larger singlePoolSize`);
     };
     const query = drawImage();
-    const demos = Array.from({ length: k }, drawImage);
-    if (k >= 2 && !demos.some((d) => d.value === query.value)) {
-      const forced = rng.int(k);
-      for (;;) {
-        const d = drawImage();
-        if (d.value === query.value) { demos[forced] = d; break; }
-      }
+    const demos = Array.from({ length: k }, () => drawImage());
+    if (k >= 2 && !demos.some((d) => d.value === query.value)) demos[rng.int(k)] = drawImage((o) => o[attr] === query.value);
+    // Drawn only when the option is on, so the episodes of every other split keep their draws.
+    if (k >= 2 && this.fewshotLureShare > 0 && rng.bool(this.fewshotLureShare)) {
+      const keep = demos.findIndex((d) => d.value === query.value);
+      const slot = (keep + 1 + rng.int(k - 1)) % k;
+      const cell = cellOfObject(query.o);
+      const lure = drawImage((o) => o[attr] !== query.value && cellOfObject(o) === cell &&
+        FEWSHOT_ATTRS.every((a) => a === attr || o[a] === query.o[a]));
+      const withLure = demos.map((d, i) => (i === slot ? lure : d));
+      // Only where the demonstrations still determine the answer: a lure must not teach a guess.
+      if (determinedByDemos(withLure.map((d) => d.o), query.o, attr)) demos.splice(0, k, ...withLure);
     }
     const segments: Segment[] = [{ kind: "text", text: "<s>" }];
     const seen = new Set<string>();
@@ -323,6 +344,27 @@ export class World {
       expect: { kind: "image", shape: o.shape, color: o.color, cell: cellOfObject(o), background: target.background },
     };
   }
+}
+
+const FEWSHOT_ATTRS = ["shape", "color", "size"] as const;
+
+/**
+ * Whether few-shot demonstrations labelled by `attr` pin down the query's label: every attribute
+ * under which the labels are consistent (same label exactly where the same value) and which some
+ * demonstration shares with the query names the same label as `attr` does. The ideal learner of
+ * `research/fewshot_ceiling.py` is then certain (it votes where they disagree).
+ */
+export function determinedByDemos(demos: ShapeObject[], query: ShapeObject, attr: (typeof FEWSHOT_ATTRS)[number]): boolean {
+  const labelOf = (o: ShapeObject): string => o[attr];
+  const answer = demos.find((d) => d[attr] === query[attr]);
+  if (!answer) return false;
+  return FEWSHOT_ATTRS.every((a) => {
+    const consistent = demos.every((d) => demos.every((e) => (d[a] === e[a]) === (labelOf(d) === labelOf(e))));
+    if (!consistent) return true;
+    // An attribute no demonstration shares with the query is ruled out: the label is always shown.
+    const named = demos.find((d) => d[a] === query[a]);
+    return named === undefined || labelOf(named) === labelOf(answer);
+  });
 }
 
 function cellOfObject(o: ShapeObject): number {

@@ -14,7 +14,8 @@ import { caption } from "../../models/world/language.ts";
 import { renderScene } from "../../models/world/render.ts";
 import { cellOf } from "../../models/world/scene.ts";
 import { captionCorrect, scoreEvalDir, videoDirectionCorrect } from "../../models/world/score.ts";
-import { TASKS, World, type Expectation } from "../../models/world/tasks.ts";
+import { TASKS, World, determinedByDemos, type Expectation, type Example } from "../../models/world/tasks.ts";
+import type { ShapeObject } from "../../models/world/scene.ts";
 
 const tokenizer = new EmuTokenizer(JSON.parse(readFileSync(join(import.meta.dirname, "../../models/emu2-tiny/tokenizer.json"), "utf8")) as object);
 
@@ -72,6 +73,39 @@ describe("Shapes world", () => {
       const e = ex.expect as Extract<Expectation, { kind: "fewshot" }>;
       assert.ok(e.labels.includes(e.answer), `episode ${i}`);
     }
+  });
+
+  it("few-shot lures: a training option whose lures look like the query, keep the answer determined, and leave evaluation's episodes alone", () => {
+    assert.throws(() => new World("train", { fewshotLureShare: 1.5 }), /fewshotLureShare/);
+    const plain = new World("train"), lured = new World("train", { fewshotLureShare: 1 });
+    const shots = (world: World, ex: Example): { o: ShapeObject; label: string }[] => {
+      const out: { o: ShapeObject; label: string }[] = [];
+      ex.segments.forEach((s, i) => {
+        const next = ex.segments[i + 1];
+        if (s.kind === "image" && s.image.kind === "pool") {
+          out.push({ o: world.poolScene(s.image.pool, s.image.index).objects[0] as ShapeObject, label: next?.kind === "text" ? next.text.split(" ")[0] as string : "" });
+        }
+      });
+      return out;
+    };
+    let withLure = 0;
+    for (let i = 0; i < 300; i++) {
+      const a = plain.example("fewshot", i), b = lured.example("fewshot", i);
+      const e = b.expect as Extract<Expectation, { kind: "fewshot" }>;
+      if (JSON.stringify(a.segments) === JSON.stringify(b.segments)) continue;
+      withLure++;
+      assert.ok(e.shots >= 2 && e.labels.includes(e.answer), `episode ${i}`);
+      const all = shots(lured, b), query = (all.at(-1) as { o: ShapeObject }).o, demos = all.slice(0, -1);
+      // The episode's attribute is not in the example; any attribute the labels follow may be it.
+      const follows = (["shape", "color", "size"] as const).filter((k) => demos.every((d) => demos.every((f) => (d.o[k] === f.o[k]) === (d.label === f.label))) && demos.some((d) => d.o[k] === query[k] && d.label === e.answer));
+      const lureFor = follows.find((attr) => demos.some((d) => d.label !== e.answer && cellOf(d.o.x, d.o.y) === cellOf(query.x, query.y) &&
+        (["shape", "color", "size"] as const).every((k) => k === attr || d.o[k] === query[k])));
+      assert.ok(lureFor, `episode ${i}: a lure looks like the query but for the labelled attribute`);
+      assert.ok(determinedByDemos(demos.map((d) => d.o), query, lureFor), `episode ${i}: determined`);
+    }
+    assert.ok(withLure > 100, `${withLure} of 300 episodes got a lure`);
+    const evalWorld = new World("eval"), evalZero = new World("eval", { fewshotLureShare: 0 });
+    for (let i = 0; i < 50; i++) assert.deepEqual(evalZero.fewshot(i, 4), evalWorld.fewshot(i, 4));
   });
 
   it("scores ground-truth outputs as fully right (and a wrong video direction as wrong)", async () => {
