@@ -195,8 +195,8 @@ export class World {
     const query = drawImage();
     const demos = Array.from({ length: k }, () => drawImage());
     if (k >= 2 && !demos.some((d) => d.value === query.value)) demos[rng.int(k)] = drawImage((o) => o[attr] === query.value);
-    // Drawn only when the option is on, so the episodes of every other split keep their draws.
-    if (k >= 2 && this.fewshotLureShare > 0 && rng.bool(this.fewshotLureShare)) {
+    // The episode's last draws: without lures (rng.bool(0) is false) its draws are as before.
+    if (k >= 2 && rng.bool(this.fewshotLureShare)) {
       const keep = demos.findIndex((d) => d.value === query.value);
       const slot = (keep + 1 + rng.int(k - 1)) % k;
       const cell = cellOfObject(query.o);
