@@ -79,6 +79,18 @@ LENGTH_BINS = 0
 # unbinned 2.78, few-shot only 3.20 / 3.27, every task 3.41 steps/s), and the other tasks then
 # draw their batches as 1.2.0 did.
 BINNED_TASKS = "*"
+# An auxiliary loss on few-shot episodes (0 = off, as 1.3.0 trained): a linear head, used only in
+# training, reads the residual stream after layer FEWSHOT_ATTR_TAP (negative: counted from the last
+# layer) at each label of the episode and predicts which of the attributes (shape, colour, size)
+# are still consistent with every label shown so far (same value ⇔ same label, the rule of
+# research/fewshot_ceiling.py's ideal learner), as a distribution over them (soft-target
+# cross-entropy, weight FEWSHOT_ATTR_LOSS). Only labels after ≥ 2 demonstrations that rule out at
+# least one attribute count. The LM answers a 4-shot query with a demonstration that shares its
+# other attributes (model card, "What falls short → 4-shot"): the label positions, whose keys the
+# query matches against, should know which attribute their label follows.
+FEWSHOT_ATTR_LOSS = 0.0
+FEWSHOT_ATTR_TAP = -2
+FEWSHOT_ATTRS = ("shape", "color", "size")
 
 
 class TaskData:
@@ -100,6 +112,11 @@ class Batcher:
         self.embeds = embeds
         self.data = {t: TaskData(split.examples(t), sp) for t in tasks}
         self.rng = np.random.default_rng(seed)
+        self.attrs = None
+        if FEWSHOT_ATTR_LOSS > 0 and "fewshot" in self.data:
+            # Each image's (shape, colour, size) where it holds one object, else -1.
+            one = lambda d: [d["objects"][0][a] for a in FEWSHOT_ATTRS] if len(d.get("objects", [])) == 1 else [-1] * 3  # noqa: E731
+            self.attrs = np.array([one(d) for d in split.descriptions()], dtype=np.int64)
         binned = set(self.data) if BINNED_TASKS == "*" else set(BINNED_TASKS.split("+"))
         assert binned <= set(MIXTURE), f"BINNED_TASKS names unknown tasks: {sorted(binned - set(MIXTURE))}"
         self.bins = {t: self.length_bins(d) for t, d in self.data.items() if t in binned} if LENGTH_BINS > 0 else {}
@@ -130,6 +147,7 @@ class Batcher:
         input_ids = np.full((b, t), self.pad, dtype=np.int64)
         mask = np.zeros((b, t), dtype=np.int64)
         slot_pos, slot_src, reg_pos, reg_src, ce_pos, ce_tgt, end_pos = [], [], [], [], [], [], []
+        attr_pos, attr_tgt = [], []
         for r, (ids, im, gen, sp) in enumerate(zip(seqs, imgs, gens, spans)):
             input_ids[r, : len(ids)] = ids
             mask[r, : len(ids)] = 1
@@ -145,6 +163,9 @@ class Batcher:
             reg_pos.append(r * t + pos[is_gen] - 1); reg_src.append(src[is_gen])
             for s, e in sp:
                 ce_pos.append(r * t + np.arange(s, e) - 1); ce_tgt.append(ids[s:e])
+            if self.attrs is not None and task == "fewshot":
+                p, tg = self.consistent_attrs(ids, im)
+                attr_pos.append(r * t + p); attr_tgt.append(tg)
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64)  # noqa: E731
         flat = self.embeds.reshape(-1, self.embeds.shape[-1])
         slot_src, reg_src = cat(slot_src), cat(reg_src)
@@ -155,7 +176,26 @@ class Batcher:
             "gen_slot": torch.from_numpy(gen_slot), "end_pos": torch.from_numpy(cat(end_pos)),
             "reg_pos": torch.from_numpy(cat(reg_pos)), "reg_vec": torch.from_numpy(np.asarray(flat[reg_src])),
             "ce_pos": torch.from_numpy(cat(ce_pos)), "ce_tgt": torch.from_numpy(cat(ce_tgt)),
+            **({"attr_pos": torch.from_numpy(cat(attr_pos)),
+                "attr_tgt": torch.from_numpy(np.concatenate(attr_tgt) if attr_tgt else np.zeros((0, 3), np.float32))}
+               if self.attrs is not None and task == "fewshot" else {}),
         }
+
+    def consistent_attrs(self, ids, im):
+        """FEWSHOT_ATTR_LOSS's targets: the label positions (after ≥ 2 images) where the labels shown
+        so far rule out some attribute, and there a distribution over the attributes still
+        consistent with them (same value ⇔ same label)."""
+        ends = np.nonzero(ids == self.img_end)[0]
+        ends = ends[ends + 1 < len(ids)]
+        labels, vals = ids[ends + 1], self.attrs[im[: len(ends)]]
+        pos, tgt = [], []
+        for j in range(1, len(ends)):
+            same_label = labels[: j + 1, None] == labels[None, : j + 1]
+            same_val = vals[: j + 1, None, :] == vals[None, : j + 1, :]
+            ok = (same_val == same_label[:, :, None]).all((0, 1)) & (vals[: j + 1] >= 0).all(0)
+            if 0 < ok.sum() < len(FEWSHOT_ATTRS):
+                pos.append(ends[j] + 1); tgt.append(ok / ok.sum())
+        return np.asarray(pos, dtype=np.int64), np.asarray(tgt, dtype=np.float32).reshape(-1, len(FEWSHOT_ATTRS))
 
     def repeat_query(self, ids, im, sp):
         """The episode with its query image replaced by demonstration j's image and label."""
@@ -233,8 +273,9 @@ class RecallEpisodes:
         }
 
 
-def run(model: CausalLM, b, vec):
-    """Logits and regressions of a batch whose visual slots hold `vec` (teacher forcing)."""
+def run(model: CausalLM, b, vec, tap: int = -1):
+    """Logits and regressions of a batch whose visual slots hold `vec` (teacher forcing); with
+    `tap` ≥ 0, also the residual stream after that layer."""
     ids, mask = b["input_ids"], b["mask"]
     x = model.embed(ids)
     bsz, t, h = x.shape
@@ -247,11 +288,13 @@ def run(model: CausalLM, b, vec):
         flat[b["end_pos"][ok]] = flat[b["end_pos"][ok]] + summ[ok]
     x = flat.reshape(bsz, t, h)
     pos = (mask.cumsum(1) - 1).clamp_min(0)
-    logits, vis, _ = model(x, mask, pos, model.empty_past(bsz), pack=PACK)
-    return logits, vis
+    out = model(x, mask, pos, model.empty_past(bsz), pack=PACK, tap=tap)
+    return (out[0], out[1]) if tap < 0 else (out[0], out[1], out[3])
 
 
-def forward(model: CausalLM, b, augment: bool = True):
+def forward(model: CausalLM, b, augment: bool = True, attr_head=None):
+    """The batch's losses and logits. `attr_head` (training, FEWSHOT_ATTR_LOSS > 0): the auxiliary
+    head on few-shot batches' label positions."""
     vec = b["slot_vec"]
     if augment and GEN_INPUT_NOISE > 0:
         vec = vec + torch.randn_like(vec) * GEN_INPUT_NOISE * b["gen_slot"][:, None].float()
@@ -264,8 +307,15 @@ def forward(model: CausalLM, b, augment: bool = True):
         gen_idx = torch.nonzero(b["gen_slot"]).squeeze(1)
         vec = vec.clone()
         vec[gen_idx[pick]] = own[pick]
-    logits, vis = run(model, b, vec)
+    aux = attr_head is not None and len(b.get("attr_pos", ())) > 0
+    if aux:
+        logits, vis, hid = run(model, b, vec, tap=FEWSHOT_ATTR_TAP % model.cfg.layers)
+    else:
+        logits, vis = run(model, b, vec)
     out = {}
+    if aux:
+        lp = F.log_softmax(attr_head(hid.reshape(-1, hid.shape[-1])[b["attr_pos"]]), dim=-1)
+        out["attr"] = FEWSHOT_ATTR_LOSS * -(b["attr_tgt"] * lp).sum(-1).mean()
     if len(b["ce_pos"]):
         out["ce"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[b["ce_pos"]], b["ce_tgt"])
     if len(b["reg_pos"]):
@@ -389,12 +439,17 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
     cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2], image_summary=IMAGE_SUMMARY, layers=LAYERS)
     model = CausalLM(cfg).to(device)
     to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    # FEWSHOT_ATTR_LOSS's head: trained with the LM, not part of it (not exported).
+    attr_head = torch.nn.Linear(cfg.hidden, len(FEWSHOT_ATTRS)).to(device) if FEWSHOT_ATTR_LOSS > 0 else None
+    params = list(model.parameters()) + (list(attr_head.parameters()) if attr_head is not None else [])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     ck = Checkpoint("lm")
     state = ck.load()
     start, elapsed = 0, 0.0
     if state:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+        if attr_head is not None:
+            attr_head.load_state_dict(state["attr_head"])
         start, elapsed = state["step"], state["elapsed"]
         batcher.rng = np.random.default_rng(seed + start)
         log(f"resumed at step {start}")
@@ -413,7 +468,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
     weights = np.array([mixture[t] for t in tasks])
     weights /= weights.sum()
     t0 = time.time() - elapsed
-    run = {t: [] for t in tasks + ["recall"]}
+    run = {t: [] for t in tasks + ["recall", "attr"]}
     for step in range(start, steps):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, lr, 300)
@@ -424,19 +479,22 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
         b = to(recall.sample(batch) if task == "recall" else batcher.sample(task, min(batch, BATCH_CAP.get(task, batch))))
         if task == "video" and ROLLOUT_SHARE > 0 and step >= ROLLOUT_FROM:
             b = with_rollouts(model, b, batcher)
-        out, _ = forward(model, b)
-        loss = out.get("ce", 0.0) + out.get("reg", 0.0)
+        out, _ = forward(model, b, attr_head=attr_head)
+        loss = out.get("ce", 0.0) + out.get("reg", 0.0) + out.get("attr", 0.0)
+        if "attr" in out:
+            run["attr"].append(float(out["attr"]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        run[task].append(float(loss))
+        run[task].append(float(loss) - (run["attr"][-1] if "attr" in out else 0.0))
         if step % 250 == 0 or step == steps - 1:
             means = {t: float(np.mean(v[-50:])) for t, v in run.items() if v}
             log(f"step {step}", steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed), **means)
         if step % 1000 == 0 or step == steps - 1:
             log(f"probe step {step}", **probe_fewshot(model, batcher, shots_rows, to), recall=probe_recall(model, recall, to))
         ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
-                 "elapsed": time.time() - t0, "config": cfg.__dict__}, force=step == steps - 1)
+                 "elapsed": time.time() - t0, "config": cfg.__dict__,
+                 **({"attr_head": attr_head.state_dict()} if attr_head is not None else {})}, force=step == steps - 1)
     torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": cfg.__dict__, "train_s": time.time() - t0}, path("lm.pt"))
     log("saved")

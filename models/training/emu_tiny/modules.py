@@ -263,10 +263,11 @@ class CausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=False)
         self.project_down = nn.Linear(cfg.hidden, cfg.dim, bias=False)
 
-    def forward(self, inputs_embeds, attention_mask, position_ids, past, pack: bool = False):
+    def forward(self, inputs_embeds, attention_mask, position_ids, past, pack: bool = False, tap: int = -1):
         """past: list of (k, v) [B,h,P,hd]; attention_mask [B,P+T] (1 = real token). `pack` (training,
         empty past only) runs everything but attention on the real tokens (Packing); logits and
-        regressions at padded positions are then zero instead of unused values."""
+        regressions at padded positions are then zero instead of unused values. `tap` ≥ 0 (training)
+        also returns the residual stream after that layer, [B,T,hidden], as a fourth result."""
         b, t, _ = inputs_embeds.shape
         p = past[0][0].shape[2]
         total = p + t
@@ -281,14 +282,17 @@ class CausalLM(nn.Module):
         x = packing.pack(inputs_embeds) if packing is not None else inputs_embeds
         rot = rope_tables(position_ids, self.cfg.head_dim, self.cfg.rope_theta)
         present = []
-        for layer, (pk, pv) in zip(self.layers, past):
+        tapped = None
+        for i, (layer, (pk, pv)) in enumerate(zip(self.layers, past)):
             x, k, v = layer(x, rot, bias, pk, pv, packing)
             present.append((k, v))
+            if i == tap:
+                tapped = packing.unpack(x) if packing is not None else x
         h = self.norm(x)
         logits, vis = self.lm_head(h), self.project_down(h)
         if packing is not None:
             logits, vis = packing.unpack(logits), packing.unpack(vis)
-        return logits, vis, present
+        return (logits, vis, present) if tap < 0 else (logits, vis, present, tapped)
 
     def empty_past(self, batch: int):
         c = self.cfg

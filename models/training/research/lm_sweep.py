@@ -189,11 +189,16 @@ def child(a) -> None:
     t0 = time.time()
     lm.train_lm(os.path.join(a.data, "train"), steps, 64, seed, device=a.device)
     train_s = time.time() - t0
+    enc_file = os.path.join(a.pack, "encoder.pt")
+    if "heads" not in torch.load(enc_file, map_location="cpu"):
+        # An encoder recovered from a package (research/import_package.py) has no training heads.
+        print(f"RESULT {json.dumps({'train_s': round(train_s), 'spec': a.spec, 'proxy': 'none: no heads in ' + enc_file})}", flush=True)
+        return
     state = torch.load(path("lm.pt"), map_location="cpu")
     model = lm.CausalLM(lm.LMConfig(**state["config"]))
     model.load_state_dict(state["model"])
     model.eval()
-    enc, heads = load_encoder(os.path.join(a.pack, "encoder.pt"), "cpu")
+    enc, heads = load_encoder(enc_file, "cpu")
     t1 = time.time()
     res = proxy_eval(model, enc, heads, os.path.join(a.data, "eval"))
     res.update(train_s=round(train_s), eval_s=round(time.time() - t1), spec=a.spec)
