@@ -5,7 +5,13 @@ Importing this package first chooses OpenBLAS's kernels where its own CPU detect
 Processor") and falls back to its Prescott (SSE3) kernels: the LM's matmuls ran 4-7x slower (13
 against 56-96 GFLOPS on one core), its training step about 3x, an encoder step 1.75x (numbers in
 ../README.md). The kernels are chosen from the CPU's instruction-set flags, which is all they need. It must run before numpy or torch load
-OpenBLAS; an OPENBLAS_CORETYPE set by the caller wins."""
+OpenBLAS; an OPENBLAS_CORETYPE set by the caller wins.
+
+It also keeps freed memory in glibc's heap (_keep_freed_memory): the training steps allocate and
+free their activations every step, and glibc serves blocks from ~128 KB to 32 MB with fresh mmap'd
+pages (or trims its heap), so every step page-faults its activations in again. On a 2-core EPYC VM
+(2026-11-27) that made the LM's mixture steps 2-3x slower (about 1 against 3 steps/s)."""
+import ctypes
 import os
 
 
@@ -24,4 +30,16 @@ def _openblas_coretype() -> None:
         os.environ["OPENBLAS_CORETYPE"] = "Haswell"
 
 
+def _keep_freed_memory() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's mallopt parameters
+    libc.mallopt(m_mmap_threshold, 32 << 20)   # its maximum: blocks up to 32 MB come from the heap
+    libc.mallopt(m_trim_threshold, 1 << 30)    # and freed heap memory is kept
+    libc.mallopt(m_top_pad, 256 << 20)
+
+
 _openblas_coretype()
+_keep_freed_memory()
