@@ -10,7 +10,8 @@ OpenBLAS; an OPENBLAS_CORETYPE set by the caller wins.
 It also keeps freed memory in glibc's heap (_keep_freed_memory): the training steps allocate and
 free their activations every step, and glibc serves blocks from ~128 KB to 32 MB with fresh mmap'd
 pages (or trims its heap), so every step page-faults its activations in again. On a 2-core EPYC VM
-(2026-11-27) that made the LM's mixture steps 2-3x slower (about 1 against 3 steps/s)."""
+(2026-11-27) the LM's few-shot and video training steps ran 1.3-2.7x slower without it (two timing
+runs; models/training/README.md)."""
 import ctypes
 import os
 
