@@ -116,7 +116,7 @@ class Batcher:
         self.attrs = None
         if FEWSHOT_ATTR_LOSS > 0 and "fewshot" in self.data:
             # Each image's (shape, colour, size) where it holds one object, else -1.
-            one = lambda d: [d["objects"][0][a] for a in FEWSHOT_ATTRS] if len(d.get("objects", [])) == 1 else [-1] * 3  # noqa: E731
+            one = lambda d: [d["objects"][0][a] for a in FEWSHOT_ATTRS] if len(d.get("objects", [])) == 1 else [-1] * len(FEWSHOT_ATTRS)  # noqa: E731
             self.attrs = np.array([one(d) for d in split.descriptions()], dtype=np.int64)
         binned = set(self.data) if BINNED_TASKS == "*" else set(BINNED_TASKS.split("+"))
         assert binned <= set(MIXTURE), f"BINNED_TASKS names unknown tasks: {sorted(binned - set(MIXTURE))}"
@@ -178,7 +178,7 @@ class Batcher:
             "reg_pos": torch.from_numpy(cat(reg_pos)), "reg_vec": torch.from_numpy(np.asarray(flat[reg_src])),
             "ce_pos": torch.from_numpy(cat(ce_pos)), "ce_tgt": torch.from_numpy(cat(ce_tgt)),
             **({"attr_pos": torch.from_numpy(cat(attr_pos)),
-                "attr_tgt": torch.from_numpy(np.concatenate(attr_tgt) if attr_tgt else np.zeros((0, 3), np.float32))}
+                "attr_tgt": torch.from_numpy(np.concatenate(attr_tgt) if attr_tgt else np.zeros((0, len(FEWSHOT_ATTRS)), np.float32))}
                if self.attrs is not None and task == "fewshot" else {}),
         }
 
@@ -481,14 +481,15 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
         if task == "video" and ROLLOUT_SHARE > 0 and step >= ROLLOUT_FROM:
             b = with_rollouts(model, b, batcher)
         out, _ = forward(model, b, attr_head=attr_head)
-        loss = out.get("ce", 0.0) + out.get("reg", 0.0) + out.get("attr", 0.0)
-        if "attr" in out:
-            run["attr"].append(float(out["attr"]))
+        task_loss = out.get("ce", 0.0) + out.get("reg", 0.0)
+        loss = task_loss + out.get("attr", 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        run[task].append(float(loss) - (run["attr"][-1] if "attr" in out else 0.0))
+        run[task].append(float(task_loss))
+        if "attr" in out:
+            run["attr"].append(float(out["attr"]))
         if step % 250 == 0 or step == steps - 1:
             means = {t: float(np.mean(v[-50:])) for t, v in run.items() if v}
             log(f"step {step}", steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed), **means)

@@ -83,14 +83,14 @@ def main() -> None:
     found = set()
     with tempfile.TemporaryDirectory() as tmp:
         export_package(nets, tmp, tokenizer, "template", {})
-        for graph, owners in GRAPHS.items():
+        for graph, holders in GRAPHS.items():
             if not os.path.exists(os.path.join(a.package, graph)):
                 continue
             tmpl, shipped = initializers(os.path.join(tmp, graph)), initializers(os.path.join(a.package, graph))
             by_key = {}
             for n, v in tmpl.items():
                 by_key.setdefault(key(v), n)
-            for owner in owners:
+            for owner in holders:
                 for pname, p in tensors[owner].items():
                     t = p.detach().numpy()
                     n = by_key.get(key(t))
@@ -100,12 +100,11 @@ def main() -> None:
                         val = shipped[n].T
                     else:
                         continue
-                    found.add((owner, pname))
-                    if val.size == p.numel():
-                        val = val.reshape(tuple(p.shape))  # folded into a broadcastable shape (GroupNorm's affine)
-                    else:
+                    if val.size != p.numel():
                         raise SystemExit(f"{graph}: {owner}.{pname} {tuple(p.shape)} matched initializer {n!r}, "
                                          f"{tuple(val.shape)} in the package")
+                    found.add((owner, pname))
+                    val = val.reshape(tuple(p.shape))  # the exporter may fold it into a broadcastable shape (GroupNorm's affine)
                     with torch.no_grad():
                         p.copy_(torch.from_numpy(np.ascontiguousarray(val)))
         # The unconditional tokens classifier-free guidance subtracts: the DDIM parity case's input.
