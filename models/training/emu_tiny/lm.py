@@ -3,6 +3,7 @@ predict-the-next-element: cross-entropy on text tokens marked for loss, plus MSE
 next visual embedding at every slot of a generated image or video frame (read from the hidden
 state one position earlier, through project_down). Batches hold one task each so that padding stays
 small on a CPU; tasks are drawn with the mixture weights below."""
+import os
 import time
 import numpy as np
 import torch
@@ -92,6 +93,11 @@ BINNED_TASKS = "*"
 FEWSHOT_ATTR_LOSS = 0.0
 FEWSHOT_ATTR_TAP = -2
 FEWSHOT_ATTRS = ("shape", "color", "size")
+# Snapshots of the LM's weights (`$EMU_TRAIN_DIR/snapshots/lm-<step>.pt`, the lm.pt format) every
+# SNAPSHOT_EVERY steps from step SNAPSHOT_FROM on (recall steps counted; 0 = none), for choosing
+# among the end of a run, or averaging it, on a validation split (research/snapshots.py).
+SNAPSHOT_EVERY = 0
+SNAPSHOT_FROM = 0
 
 
 class TaskData:
@@ -495,8 +501,16 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
             log(f"step {step}", steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed), **means)
         if step % 1000 == 0 or step == steps - 1:
             log(f"probe step {step}", **probe_fewshot(model, batcher, shots_rows, to), recall=probe_recall(model, recall, to))
+        if SNAPSHOT_EVERY > 0 and step + 1 >= SNAPSHOT_FROM and (step + 1) % SNAPSHOT_EVERY == 0:
+            save_lm(model, cfg, time.time() - t0, path("snapshots", f"lm-{step + 1}.pt"))
         ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                  "elapsed": time.time() - t0, "config": cfg.__dict__,
                  **({"attr_head": attr_head.state_dict()} if attr_head is not None else {})}, force=step == steps - 1)
-    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": cfg.__dict__, "train_s": time.time() - t0}, path("lm.pt"))
+    save_lm(model, cfg, time.time() - t0, path("lm.pt"))
     log("saved")
+
+
+def save_lm(model: CausalLM, cfg: LMConfig, train_s: float, file: str) -> None:
+    """The LM's weights as export.py and evaluate.py read them (written whole, then renamed)."""
+    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": cfg.__dict__, "train_s": train_s}, file + ".tmp")
+    os.replace(file + ".tmp", file)
