@@ -98,6 +98,10 @@ FEWSHOT_ATTRS = ("shape", "color", "size")
 # among the end of a run, or averaging it, on a validation split (research/snapshots.py).
 SNAPSHOT_EVERY = 0
 SNAPSHOT_FROM = 0
+# A tail of TAIL_STEPS mixture steps after the schedule's end (0 = none), at its final learning rate,
+# drawing tasks with MIXTURE's weights overridden by TAIL_MIXTURE (e.g. {"video": 0.3}).
+TAIL_STEPS = 0
+TAIL_MIXTURE: dict = {}
 
 
 class TaskData:
@@ -437,6 +441,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
     """`steps` mixture steps, after RECALL_STEPS of recall (one cosine schedule over both). `device`
     other than cpu is for recipe research (research/lm_sweep.py); the package's LM trains on the CPU."""
     steps += RECALL_STEPS
+    schedule, steps = steps, steps + TAIL_STEPS
     log = Log("lm")
     seed_all(seed)
     split = Split(data_dir)
@@ -472,17 +477,18 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
             shots_rows[k].append(i)
     mixture = dict(MIXTURE, recall=RECALL_SHARE) if RECALL_SHARE > 0 else MIXTURE
     tasks = list(mixture)
-    weights = np.array([mixture[t] for t in tasks])
-    weights /= weights.sum()
+    assert set(TAIL_MIXTURE) <= set(tasks), f"TAIL_MIXTURE names unknown tasks: {sorted(set(TAIL_MIXTURE) - set(tasks))}"
+    normed = lambda m: np.array([m[t] for t in tasks]) / sum(m[t] for t in tasks)  # noqa: E731
+    main_weights, tail_weights = normed(mixture), normed(dict(mixture, **TAIL_MIXTURE))
     t0 = time.time() - elapsed
     run = {t: [] for t in tasks + ["recall", "attr"]}
     for step in range(start, steps):
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, steps, lr, 300)
+            g["lr"] = cosine_lr(step, schedule, lr, 300)
         if step < RECALL_STEPS:
             task = "recall"
         else:
-            task = tasks[int(batcher.rng.choice(len(tasks), p=weights))]
+            task = tasks[int(batcher.rng.choice(len(tasks), p=main_weights if step < schedule else tail_weights))]
         b = to(recall.sample(batch) if task == "recall" else batcher.sample(task, min(batch, BATCH_CAP.get(task, batch))))
         if task == "video" and ROLLOUT_SHARE > 0 and step >= ROLLOUT_FROM:
             b = with_rollouts(model, b, batcher)

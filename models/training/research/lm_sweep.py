@@ -14,7 +14,7 @@ rebuild.sh on the CPU, and its numbers come from evaluate.py and the world's sco
       --threads 1 --data ~/.cache/emu2-tiny/data --spec 'ROLLOUT_FROM=0'
 
 A variant is `name:key=value,…` (empty: the shipped recipe): a key in capitals sets that constant of emu_tiny.lm (`MIXTURE.video`
-sets one task's weight), `seed` and `steps` set train_lm's arguments. Once every variant has run
+sets one task's weight, `TAIL_MIXTURE.video` its weight in the tail), `seed` and `steps` set train_lm's arguments. Once every variant has run
 1,000 steps, the last ones in the list are stopped while any would finish after --deadline less
 --eval-margin seconds; the probe lines of every variant are echoed as they appear.
 
@@ -91,8 +91,9 @@ def apply(spec: str):
         k, v = item.split("=")
         if k in ("seed", "steps"):
             kw[k] = int(v)
-        elif k.startswith("MIXTURE."):
-            lm.MIXTURE = dict(lm.MIXTURE, **{k.split(".", 1)[1]: float(v)})
+        elif k.startswith("MIXTURE.") or k.startswith("TAIL_MIXTURE."):
+            name, task = k.split(".", 1)
+            setattr(lm, name, dict(getattr(lm, name), **{task: float(v)}))
         elif hasattr(lm, k):
             setattr(lm, k, type(getattr(lm, k))(float(v)) if isinstance(getattr(lm, k), (int, float)) else v)
         else:
