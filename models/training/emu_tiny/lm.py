@@ -438,7 +438,8 @@ def probe_recall(model, recall: RecallEpisodes, to=lambda b: b) -> float:
 
 
 def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3, device: str = "cpu") -> None:
-    """`steps` mixture steps, after RECALL_STEPS of recall (one cosine schedule over both). `device`
+    """`steps` mixture steps, after RECALL_STEPS of recall (one cosine schedule over both), then
+    TAIL_STEPS at the schedule's final learning rate. `device`
     other than cpu is for recipe research (research/lm_sweep.py); the package's LM trains on the CPU."""
     steps += RECALL_STEPS
     schedule, steps = steps, steps + TAIL_STEPS
