@@ -1,12 +1,12 @@
 """Averages LM snapshots (lm.SNAPSHOT_EVERY writes them) into one file in the lm.pt format, for
 choosing among the end of a run, or averaging it, on a validation split before the eval split:
 
-  /usr/bin/python3 models/training/research/snapshots.py average --out RUN/avg/lm.pt \\
+  /usr/bin/python3 models/training/research/snapshots.py --out RUN/avg/lm.pt \\
       RUN/snapshots/lm-13000.pt RUN/snapshots/lm-13500.pt RUN/snapshots/lm-14000.pt
 
 A validation split is an eval-format split from other example indices, e.g.
 `npm run world -- dataset --split eval --per-task 200 --start-index 100000 --out $D/val`
-(eval indices 1,000,100,000 …; the eval split's are 1,000,000,000 … +799). `evaluate.py --eval
+(eval indices 1,000,100,000 …; the eval split's are 1,000,000,000 … +199). `evaluate.py --eval
 $D/val` then scores a candidate as it would the eval split, with the eval split left unseen.
 """
 import argparse
@@ -39,10 +39,8 @@ def average(files: list, out: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    av = sub.add_parser("average", help="mean of the snapshots' weights")
-    av.add_argument("--out", required=True)
-    av.add_argument("files", nargs="+")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("files", nargs="+", help="lm.pt-format snapshots of one run")
     a = ap.parse_args()
     average(a.files, a.out)
 
