@@ -21,6 +21,13 @@ sets one task's weight, `TAIL_MIXTURE.video` its weight in the tail), `seed` and
 Sizing (seen 2026-11-27, H100 machine, 16 cores): six variants side by side ran ~25 steps/s each
 (their first 1,000 steps ~30 steps/s), so a 12,500-step variant needs ~8.5 minutes and the proxy scoring
 ~1–2 more: two to four full variants fit one 10-minute call.
+Seen 2026-11-28 (H100, FEWSHOT_ATTR_LOSS=1.0, 11,500-step variants with ROLLOUT_FROM=7200 and a
+video-heavy tail): ~33 steps/s each through recall and ~25 in the mixture with five or six side by
+side, but once rollouts start a variant runs 12–15 steps/s even alone (each rollout is a
+free-running pass of small kernels), so the stopping rule's rates, measured before that, were
+optimistic and no variant finished in 560 s. Start rollouts early, or give such variants a
+whole call. At --deadline every variant still training is stopped and its snapshots
+(lm.SNAPSHOT_EVERY) come back in its tar all the same.
 
 The proxy score. Text: the greedy first token of the answer against the expected one (few-shot per
 shot count, VQA, caption). Images: the regressed tokens and the target image's own encoder tokens
@@ -50,8 +57,8 @@ from emu_tiny.encoder import embed_split  # noqa: E402
 from emu_tiny.modules import EncoderConfig, EncoderHeads, VisualEncoder  # noqa: E402
 
 TRAIN_FILES = ["meta.json", "images.u8", "caption.jsonl", "vqa.jsonl", "fewshot.jsonl", "t2i.jsonl",
-               "subject.jsonl", "grounded.jsonl", "video.jsonl"]
-EVAL_FILES = TRAIN_FILES + ["images.jsonl"]
+               "subject.jsonl", "grounded.jsonl", "video.jsonl", "images.jsonl"]
+EVAL_FILES = TRAIN_FILES  # images.jsonl: the descriptions FEWSHOT_ATTR_LOSS reads, in both
 
 
 def pack(out: str) -> None:
@@ -62,8 +69,11 @@ def pack(out: str) -> None:
             src = path("data", split, f)
             with open(src, "rb") as i, lzma.open(os.path.join(out, f"{split}.{f}.xz"), "wb", preset=1) as o:
                 shutil.copyfileobj(i, o, 1 << 22)
-    ck = torch.load(path("ckpt", "encoder.pt"), map_location="cpu")
-    torch.save({"encoder": ck["encoder"], "heads": ck["heads"], "config": ck["config"]}, os.path.join(out, "encoder.pt"))
+    if os.path.exists(path("ckpt", "encoder.pt")):  # the encoder stage's checkpoint: with its training heads
+        ck = torch.load(path("ckpt", "encoder.pt"), map_location="cpu")
+        torch.save({"encoder": ck["encoder"], "heads": ck["heads"], "config": ck["config"]}, os.path.join(out, "encoder.pt"))
+    else:  # recovered from a package (research/import_package.py): no heads, so no proxy score
+        shutil.copyfile(path("encoder.pt"), os.path.join(out, "encoder.pt"))
     print(f"packed into {out}: {sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 1e6:.1f} MB")
 
 
@@ -192,8 +202,12 @@ def child(a) -> None:
     train_s = time.time() - t0
     enc_file = os.path.join(a.pack, "encoder.pt")
     if "heads" not in torch.load(enc_file, map_location="cpu"):
-        # An encoder recovered from a package (research/import_package.py) has no training heads.
-        print(f"RESULT {json.dumps({'train_s': round(train_s), 'spec': a.spec, 'proxy': 'none: no heads in ' + enc_file})}", flush=True)
+        # An encoder recovered from a package (research/import_package.py) has no training heads:
+        # no proxy score; the LM comes back for evaluate.py on a validation split.
+        res = {"train_s": round(train_s), "spec": a.spec, "proxy": "none: no heads in " + enc_file}
+        with open(path("result.json"), "w") as f:
+            json.dump(res, f)
+        print("RESULT " + json.dumps(res), flush=True)
         return
     state = torch.load(path("lm.pt"), map_location="cpu")
     model = lm.CausalLM(lm.LMConfig(**state["config"]))
@@ -257,6 +271,13 @@ def sweep(a) -> None:
         if el - last_print >= 60:
             last_print = el
             print(f"{el:5.0f}s " + " ".join(f"{n}={done[n]}/{total[n]}" for n in procs), flush=True)
+        if el > a.deadline:  # whatever is still training stops; its snapshots still come back
+            late = [n for n, (p, _, _) in procs.items() if p.poll() is None]
+            for n in late:
+                procs[n][0].kill()
+                procs[n][0].wait()
+            print(f"deadline {a.deadline:.0f} s: stopped " + ", ".join(f"{n} at {done[n]} steps" for n in late), flush=True)
+            break
         # Each variant's own rate since it was first seen moving (once 1,000 steps past that): the
         # last in the list stop while any would finish after the deadline. Re-checked at every poll,
         # since the rates change as variants start, stop and reach their evaluation.
@@ -272,17 +293,23 @@ def sweep(a) -> None:
                   f"after the deadline {a.deadline:.0f} s less {a.eval_margin:.0f} s for scoring", flush=True)
     results = {}
     os.makedirs(a.out, exist_ok=True)
-    with tarfile.open(os.path.join(a.out, "lms.tar"), "w") as tar:
-        for n, (p, d, spec) in procs.items():
-            rf = os.path.join(d, "result.json")
-            if os.path.exists(rf):
-                results[n] = json.load(open(rf))
-                tar.add(os.path.join(d, "lm.pt"), arcname=f"{n}.pt")
-                tar.add(os.path.join(d, "logs", "lm.log"), arcname=f"{n}.log")
-            else:
-                probes = last_lines(os.path.join(d, "logs", "lm.log"), "probe step")
-                results[n] = {"spec": spec, "stopped": probes[-1] if probes else None,
-                              "output": open(os.path.join(d, "child.out")).read()[-1500:]}
+    # One tar per variant (its lm.pt, log and snapshots): a 3-layer lm.pt is ~3 MB, and the device
+    # tool brings back at most 8 files of 16 MiB each, 64 MiB in all.
+    for n, (p, d, spec) in procs.items():
+        rf = os.path.join(d, "result.json")
+        if os.path.exists(rf):
+            results[n] = json.load(open(rf))
+        else:
+            probes = last_lines(os.path.join(d, "logs", "lm.log"), "probe step")
+            results[n] = {"spec": spec, "stopped": probes[-1] if probes else None,
+                          "output": open(os.path.join(d, "child.out")).read()[-1500:]}
+        snaps = os.path.join(d, "snapshots")  # lm.SNAPSHOT_EVERY's, if the variant set it
+        files = ([(os.path.join(d, "lm.pt"), f"{n}.pt")] if os.path.exists(rf) else []) + \
+            [(os.path.join(snaps, sn), f"{n}-{sn}") for sn in (sorted(os.listdir(snaps)) if os.path.isdir(snaps) else [])]
+        if files:
+            with tarfile.open(os.path.join(a.out, f"{n}.tar"), "w") as tar:
+                for file, arcname in files + [(os.path.join(d, "logs", "lm.log"), f"{n}.log")]:
+                    tar.add(file, arcname=arcname)
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(json.dumps(results, indent=1))
@@ -291,7 +318,8 @@ def sweep(a) -> None:
 def apply_steps(spec: str) -> int:
     from emu_tiny import lm
     kv = dict(item.split("=") for item in filter(None, spec.split(",")))
-    return int(kv.get("steps", 12500)) + int(float(kv.get("RECALL_STEPS", lm.RECALL_STEPS)))
+    return (int(kv.get("steps", 12500)) + int(float(kv.get("RECALL_STEPS", lm.RECALL_STEPS)))
+            + int(float(kv.get("TAIL_STEPS", lm.TAIL_STEPS))))
 
 
 def main() -> None:
