@@ -197,9 +197,9 @@ def child(a) -> None:
     from emu_tiny import lm
     kw = apply(a.spec)
     seed, steps = kw.get("seed", 1234), kw.get("steps", 12500)
-    t0 = time.time()
     lm.train_lm(os.path.join(a.data, "train"), steps, 64, seed, device=a.device)
-    train_s = time.time() - t0
+    # The stage's own training time, summed over resumes (this process may have resumed a checkpoint).
+    train_s = torch.load(path("lm.pt"), map_location="cpu")["train_s"]
     enc_file = os.path.join(a.pack, "encoder.pt")
     if "heads" not in torch.load(enc_file, map_location="cpu"):
         # An encoder recovered from a package (research/import_package.py) has no training heads:
