@@ -304,7 +304,8 @@ def sweep(a) -> None:
             results[n] = {"spec": spec, "stopped": probes[-1] if probes else None,
                           "output": open(os.path.join(d, "child.out")).read()[-1500:]}
         snaps = os.path.join(d, "snapshots")  # lm.SNAPSHOT_EVERY's, if the variant set it
-        files = ([(os.path.join(d, "lm.pt"), f"{n}.pt")] if os.path.exists(rf) else []) + \
+        # lm.pt also when the deadline stopped its proxy scoring
+        files = ([(os.path.join(d, "lm.pt"), f"{n}.pt")] if os.path.exists(os.path.join(d, "lm.pt")) else []) + \
             [(os.path.join(snaps, sn), f"{n}-{sn}") for sn in (sorted(os.listdir(snaps)) if os.path.isdir(snaps) else [])]
         if files:
             with tarfile.open(os.path.join(a.out, f"{n}.tar"), "w") as tar:
