@@ -21,10 +21,10 @@ sets one task's weight, `TAIL_MIXTURE.video` its weight in the tail), `seed` and
 Sizing (seen 2026-11-27, H100 machine, 16 cores): six variants side by side ran ~25 steps/s each
 (their first 1,000 steps ~30 steps/s), so a 12,500-step variant needs ~8.5 minutes and the proxy scoring
 ~1–2 more: two to four full variants fit one 10-minute call.
-Seen 2026-11-28 (H100, FEWSHOT_ATTR_LOSS=1.0, 11,500-step variants with ROLLOUT_FROM=7200 and a
-video-heavy tail): ~33 steps/s each through recall and ~25 in the mixture with five or six side by
-side, but once rollouts start a variant runs 12–15 steps/s even alone (each rollout is a
-free-running pass of small kernels), so the stopping rule's rates, measured before that, were
+Seen 2026-11-28 (H100, FEWSHOT_ATTR_LOSS 1.0 or 0.3, 11,500-step variants with ROLLOUT_FROM=7200
+and a video-heavy tail): ~34 steps/s each through recall with six side by side, 21–26 in the
+mixture with five to three, but once rollouts start 15 steps/s with three and 12 alone (each
+rollout is a free-running pass of small kernels), so the stopping rule's rates, measured before that, were
 optimistic and no variant finished in 560 s. Start rollouts early, or give such variants a
 whole call. At --deadline every variant still training is stopped and its snapshots
 (lm.SNAPSHOT_EVERY) come back in its tar all the same.
@@ -56,16 +56,17 @@ from emu_tiny.common import path  # noqa: E402
 from emu_tiny.encoder import embed_split  # noqa: E402
 from emu_tiny.modules import EncoderConfig, EncoderHeads, VisualEncoder  # noqa: E402
 
-TRAIN_FILES = ["meta.json", "images.u8", "caption.jsonl", "vqa.jsonl", "fewshot.jsonl", "t2i.jsonl",
-               "subject.jsonl", "grounded.jsonl", "video.jsonl", "images.jsonl"]
-EVAL_FILES = TRAIN_FILES  # images.jsonl: the descriptions FEWSHOT_ATTR_LOSS reads, in both
+# Each split's files (images.jsonl: the descriptions lm.FEWSHOT_ATTR_LOSS reads).
+SPLITS = ("train", "eval")
+SPLIT_FILES = ["meta.json", "images.u8", "images.jsonl", "caption.jsonl", "vqa.jsonl", "fewshot.jsonl",
+               "t2i.jsonl", "subject.jsonl", "grounded.jsonl", "video.jsonl"]
 
 
 def pack(out: str) -> None:
-    """The train and eval splits (xz) and the encoder with its training heads."""
+    """The train and eval splits (xz) and the encoder, with its training heads where the run has them."""
     os.makedirs(out, exist_ok=True)
-    for split, files in (("train", TRAIN_FILES), ("eval", EVAL_FILES)):
-        for f in files:
+    for split in SPLITS:
+        for f in SPLIT_FILES:
             src = path("data", split, f)
             with open(src, "rb") as i, lzma.open(os.path.join(out, f"{split}.{f}.xz"), "wb", preset=1) as o:
                 shutil.copyfileobj(i, o, 1 << 22)
@@ -78,9 +79,9 @@ def pack(out: str) -> None:
 
 
 def unpack(pack_dir: str, root: str) -> None:
-    for split, files in (("train", TRAIN_FILES), ("eval", EVAL_FILES)):
+    for split in SPLITS:
         os.makedirs(os.path.join(root, split), exist_ok=True)
-        for f in files:
+        for f in SPLIT_FILES:
             with lzma.open(os.path.join(pack_dir, f"{split}.{f}.xz"), "rb") as i, open(os.path.join(root, split, f), "wb") as o:
                 shutil.copyfileobj(i, o, 1 << 22)
 
@@ -198,25 +199,21 @@ def child(a) -> None:
     kw = apply(a.spec)
     seed, steps = kw.get("seed", 1234), kw.get("steps", 12500)
     lm.train_lm(os.path.join(a.data, "train"), steps, 64, seed, device=a.device)
-    # The stage's own training time, summed over resumes (this process may have resumed a checkpoint).
-    train_s = torch.load(path("lm.pt"), map_location="cpu")["train_s"]
+    state = torch.load(path("lm.pt"), map_location="cpu")
+    # train_s: the stage's own training time, summed over resumes (this process may have resumed a checkpoint).
+    res = {"train_s": round(state["train_s"]), "spec": a.spec}
     enc_file = os.path.join(a.pack, "encoder.pt")
-    if "heads" not in torch.load(enc_file, map_location="cpu"):
+    if "heads" in torch.load(enc_file, map_location="cpu"):
+        model = lm.CausalLM(lm.LMConfig(**state["config"]))
+        model.load_state_dict(state["model"])
+        model.eval()
+        enc, heads = load_encoder(enc_file, "cpu")
+        t1 = time.time()
+        res.update(proxy_eval(model, enc, heads, os.path.join(a.data, "eval")), eval_s=round(time.time() - t1))
+    else:
         # An encoder recovered from a package (research/import_package.py) has no training heads:
         # no proxy score; the LM comes back for evaluate.py on a validation split.
-        res = {"train_s": round(train_s), "spec": a.spec, "proxy": "none: no heads in " + enc_file}
-        with open(path("result.json"), "w") as f:
-            json.dump(res, f)
-        print("RESULT " + json.dumps(res), flush=True)
-        return
-    state = torch.load(path("lm.pt"), map_location="cpu")
-    model = lm.CausalLM(lm.LMConfig(**state["config"]))
-    model.load_state_dict(state["model"])
-    model.eval()
-    enc, heads = load_encoder(enc_file, "cpu")
-    t1 = time.time()
-    res = proxy_eval(model, enc, heads, os.path.join(a.data, "eval"))
-    res.update(train_s=round(train_s), eval_s=round(time.time() - t1), spec=a.spec)
+        res["proxy"] = "none: no heads in " + enc_file
     with open(path("result.json"), "w") as f:
         json.dump(res, f)
     print("RESULT " + json.dumps(res), flush=True)
@@ -303,10 +300,12 @@ def sweep(a) -> None:
             probes = last_lines(os.path.join(d, "logs", "lm.log"), "probe step")
             results[n] = {"spec": spec, "stopped": probes[-1] if probes else None,
                           "output": open(os.path.join(d, "child.out")).read()[-1500:]}
-        snaps = os.path.join(d, "snapshots")  # lm.SNAPSHOT_EVERY's, if the variant set it
-        # lm.pt also when the deadline stopped its proxy scoring
-        files = ([(os.path.join(d, "lm.pt"), f"{n}.pt")] if os.path.exists(os.path.join(d, "lm.pt")) else []) + \
-            [(os.path.join(snaps, sn), f"{n}-{sn}") for sn in (sorted(os.listdir(snaps)) if os.path.isdir(snaps) else [])]
+        # lm.pt whenever written (also when the deadline stopped its proxy scoring), and the
+        # snapshots (lm.SNAPSHOT_EVERY) of a variant that set them.
+        snaps = os.path.join(d, "snapshots")
+        files = [(os.path.join(d, "lm.pt"), f"{n}.pt")]
+        files += [(os.path.join(snaps, sn), f"{n}-{sn}") for sn in sorted(os.listdir(snaps))] if os.path.isdir(snaps) else []
+        files = [(file, arcname) for file, arcname in files if os.path.exists(file)]
         if files:
             with tarfile.open(os.path.join(a.out, f"{n}.tar"), "w") as tar:
                 for file, arcname in files + [(os.path.join(d, "logs", "lm.log"), f"{n}.log")]:
