@@ -46,23 +46,42 @@ class Log:
 
 class Checkpoint:
     """Saves {models, optimisers, step, elapsed} atomically every `every_s` seconds and at the end,
-    so an interrupted stage resumes where it stopped."""
+    with the state of every random stream the stage draws from (torch's, CUDA's when in use,
+    Python's, NumPy's global one and the stage's own `gens`), so an interrupted stage resumes where
+    it stopped and goes on drawing the batches and noise an uninterrupted run would have drawn."""
 
-    def __init__(self, stage: str, every_s: float = 120.0):
+    def __init__(self, stage: str, every_s: float = 120.0, gens: tuple = ()):
         self.file = path("ckpt", f"{stage}.pt")
         self.every_s = every_s
+        self.gens = gens
         self.last = time.time()
 
     def load(self):
-        if os.path.exists(self.file):
-            return torch.load(self.file, map_location="cpu")
-        return None
+        """The saved state, with the random streams restored from it (a checkpoint written before
+        they were saved leaves them as seeded); None if there is none."""
+        if not os.path.exists(self.file):
+            return None
+        state = torch.load(self.file, map_location="cpu")
+        rng = state.get("rng")
+        if rng is None:
+            return state
+        assert len(rng["gens"]) == len(self.gens), f"{self.file} saved {len(rng['gens'])} generators, the stage has {len(self.gens)}"
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        for g, s in zip(self.gens, rng["gens"]):
+            g.bit_generator.state = s
+        return state
 
     def save(self, state: dict, force: bool = False) -> None:
         if not force and time.time() - self.last < self.every_s:
             return
+        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+               "python": random.getstate(), "numpy": np.random.get_state(), "gens": [g.bit_generator.state for g in self.gens]}
         tmp = self.file + ".tmp"
-        torch.save(state, tmp)
+        torch.save({**state, "rng": rng}, tmp)
         os.replace(tmp, self.file)
         self.last = time.time()
 

@@ -22,8 +22,8 @@ def alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
-def _loop(stage, models, opt, steps, lr, warmup, step_fn, log, extra_state=None):
-    ck = Checkpoint(stage)
+def _loop(stage, models, opt, steps, lr, warmup, step_fn, log, gen, extra_state=None):
+    ck = Checkpoint(stage, gens=(gen,))
     state = ck.load()
     start, elapsed = 0, 0.0
     if state:
@@ -68,7 +68,7 @@ def train_autoencoder(data_dir: str, steps: int, batch: int, seed: int, lr: floa
         w = foreground_weight(x01, 10.0)
         return (((ae.decode(z) - x) ** 2) * w).mean()
 
-    took = _loop("autoencoder", {"ae": ae}, opt, steps, lr, 200, step_fn, log)
+    took = _loop("autoencoder", {"ae": ae}, opt, steps, lr, 200, step_fn, log, gen)
     # Latent statistics for the diffusion model's normalised space.
     with torch.no_grad():
         idx = np.sort(gen.choice(n, 4096, replace=False))
@@ -145,7 +145,7 @@ def train_unet(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
         return F.mse_loss(unet(xt, t.float(), cond, cond.mean(1)), eps)
 
-    took = _loop("unet", {"unet": unet}, opt, steps, lr, 200, step_fn, log)
+    took = _loop("unet", {"unet": unet}, opt, steps, lr, 200, step_fn, log, gen)
     torch.save({"unet": unet.state_dict(), "config": unet.cfg.__dict__, "null": null, "train_s": took}, path("unet.pt"))
     log("saved")
 
@@ -170,7 +170,7 @@ def train_direct(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1
         cond = cond + torch.randn_like(cond) * torch.rand(batch, 1, 1) * COND_NOISE_MAX
         return F.mse_loss(head(cond), z)
 
-    took = _loop("direct", {"head": head}, opt, steps, lr, 100, step_fn, log)
+    took = _loop("direct", {"head": head}, opt, steps, lr, 100, step_fn, log, gen)
     torch.save({"head": head.state_dict(), "config": cfg.__dict__, "tokens": embeds.shape[1], "train_s": took}, path("direct.pt"))
     log("saved")
 

@@ -45,14 +45,14 @@ def train_encoder(data_dir: str, steps: int, batch: int, seed: int, lr: float = 
     enc, heads = VisualEncoder(cfg), EncoderHeads(cfg)
     params = list(enc.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-    ck = Checkpoint("encoder")
+    gen = np.random.default_rng(seed)
+    ck = Checkpoint("encoder", gens=(gen,))
     state = ck.load()
     start, elapsed = 0, 0.0
     if state:
         enc.load_state_dict(state["encoder"]); heads.load_state_dict(state["heads"]); opt.load_state_dict(state["opt"])
         start, elapsed = state["step"], state["elapsed"]
         log(f"resumed at step {start}")
-    gen = np.random.default_rng(seed + start)
     t0 = time.time() - elapsed
     log(f"encoder {sum(p.numel() for p in enc.parameters())} params, heads {sum(p.numel() for p in heads.parameters())}; {n} images")
     for step in range(start, steps):

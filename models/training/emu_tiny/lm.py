@@ -456,7 +456,8 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
     attr_head = torch.nn.Linear(cfg.hidden, len(FEWSHOT_ATTRS)).to(device) if FEWSHOT_ATTR_LOSS > 0 else None
     params = list(model.parameters()) + (list(attr_head.parameters()) if attr_head is not None else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    ck = Checkpoint("lm")
+    recall = RecallEpisodes(split, batcher.data["fewshot"], np.random.default_rng(seed + 1), embeds.shape[2])
+    ck = Checkpoint("lm", gens=(batcher.rng, recall.rng))
     state = ck.load()
     start, elapsed = 0, 0.0
     if state:
@@ -464,9 +465,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
         if attr_head is not None:
             attr_head.load_state_dict(state["attr_head"])
         start, elapsed = state["step"], state["elapsed"]
-        batcher.rng = np.random.default_rng(seed + start)
         log(f"resumed at step {start}")
-    recall = RecallEpisodes(split, batcher.data["fewshot"], np.random.default_rng(seed + 1 + start), embeds.shape[2])
     log(f"lm {sum(p.numel() for p in model.parameters())} params; tasks " +
         ", ".join(f"{t}={d.n}" for t, d in batcher.data.items()))
     # Held-out episodes grouped by shot count (the number of images before the query minus one).
