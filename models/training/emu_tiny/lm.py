@@ -102,6 +102,12 @@ SNAPSHOT_FROM = 0
 # drawing tasks with MIXTURE's weights overridden by TAIL_MIXTURE (e.g. {"video": 0.3}).
 TAIL_STEPS = 0
 TAIL_MIXTURE: dict = {}
+# The tail's own learning rate (0: the schedule's final one throughout): warmed up over its first 100
+# steps to TAIL_LR, then a cosine back down to the schedule's final one, for a tail that must move
+# the weights further than the floor allows (e.g. FEWSHOT_ATTR_LOSS switched on in the tail only).
+TAIL_LR = 0.0
+# The step from which FEWSHOT_ATTR_LOSS counts (recall steps included; 0: from the start).
+FEWSHOT_ATTR_FROM = 0
 
 
 class TaskData:
@@ -484,7 +490,8 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
     run = {t: [] for t in tasks + ["recall", "attr"]}
     for step in range(start, steps):
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, schedule, lr, 300)
+            g["lr"] = cosine_lr(step, schedule, lr, 300) if step < schedule or TAIL_LR <= 0 else \
+                cosine_lr(step - schedule, TAIL_STEPS, TAIL_LR, 100, floor=cosine_lr(schedule, schedule, lr, 300) / TAIL_LR)
         if step < RECALL_STEPS:
             task = "recall"
         else:
@@ -492,7 +499,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
         b = to(recall.sample(batch) if task == "recall" else batcher.sample(task, min(batch, BATCH_CAP.get(task, batch))))
         if task == "video" and ROLLOUT_SHARE > 0 and step >= ROLLOUT_FROM:
             b = with_rollouts(model, b, batcher)
-        out, _ = forward(model, b, attr_head=attr_head)
+        out, _ = forward(model, b, attr_head=attr_head if step >= FEWSHOT_ATTR_FROM else None)
         task_loss = out.get("ce", 0.0) + out.get("reg", 0.0)
         loss = task_loss + out.get("attr", 0.0)
         opt.zero_grad(set_to_none=True)
