@@ -22,7 +22,7 @@ def alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
-def _loop(stage, models, opt, steps, lr, warmup, step_fn, log, gen, extra_state=None):
+def _loop(stage, models, opt, steps, lr, warmup, step_fn, log, gen):
     ck = Checkpoint(stage, gens=(gen,))
     state = ck.load()
     start, elapsed = 0, 0.0
@@ -45,7 +45,7 @@ def _loop(stage, models, opt, steps, lr, warmup, step_fn, log, gen, extra_state=
         if step % 100 == 0 or step == steps - 1:
             log(f"step {step}", loss=float(loss), steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed))
         snap = {name: m.state_dict() for name, m in models.items()}
-        snap.update(opt=opt.state_dict(), step=step + 1, elapsed=time.time() - t0, **(extra_state or {}))
+        snap.update(opt=opt.state_dict(), step=step + 1, elapsed=time.time() - t0)
         ck.save(snap, force=step == steps - 1)
     return time.time() - t0
 
