@@ -108,8 +108,6 @@ TAIL_MIXTURE: dict = {}
 # Tried as a 2,000-step tail with that loss on 1.3.0's LM (TAIL_LR 5e-4): 4-shot +2.5 points, video −5
 # (model card, "What falls short → 4-shot").
 TAIL_LR = 0.0
-# The step from which FEWSHOT_ATTR_LOSS counts (recall steps included; 0: from the start).
-FEWSHOT_ATTR_FROM = 0
 
 
 class TaskData:
@@ -488,12 +486,18 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
     assert set(TAIL_MIXTURE) <= set(tasks), f"TAIL_MIXTURE names unknown tasks: {sorted(set(TAIL_MIXTURE) - set(tasks))}"
     normed = lambda m: np.array([m[t] for t in tasks]) / sum(m[t] for t in tasks)  # noqa: E731
     main_weights, tail_weights = normed(mixture), normed(dict(mixture, **TAIL_MIXTURE))
+    floor_lr = cosine_lr(schedule, schedule, lr, 300)
+
+    def lr_at(step: int) -> float:
+        if step < schedule or TAIL_LR <= 0:
+            return cosine_lr(step, schedule, lr, 300)
+        return cosine_lr(step - schedule, TAIL_STEPS, TAIL_LR, 100, floor=floor_lr / TAIL_LR)
+
     t0 = time.time() - elapsed
     run = {t: [] for t in tasks + ["recall", "attr"]}
     for step in range(start, steps):
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, schedule, lr, 300) if step < schedule or TAIL_LR <= 0 else \
-                cosine_lr(step - schedule, TAIL_STEPS, TAIL_LR, 100, floor=cosine_lr(schedule, schedule, lr, 300) / TAIL_LR)
+            g["lr"] = lr_at(step)
         if step < RECALL_STEPS:
             task = "recall"
         else:
@@ -501,7 +505,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
         b = to(recall.sample(batch) if task == "recall" else batcher.sample(task, min(batch, BATCH_CAP.get(task, batch))))
         if task == "video" and ROLLOUT_SHARE > 0 and step >= ROLLOUT_FROM:
             b = with_rollouts(model, b, batcher)
-        out, _ = forward(model, b, attr_head=attr_head if step >= FEWSHOT_ATTR_FROM else None)
+        out, _ = forward(model, b, attr_head=attr_head)
         task_loss = out.get("ce", 0.0) + out.get("reg", 0.0)
         loss = task_loss + out.get("attr", 0.0)
         opt.zero_grad(set_to_none=True)
