@@ -16,6 +16,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "models", "training"))
 
+import emu_tiny  # noqa: E402,F401  (first: picks OpenBLAS's kernels before numpy loads it)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from emu_tiny import lm  # noqa: E402
