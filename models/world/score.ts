@@ -101,9 +101,13 @@ export function scoreEvalDir(dir: string, tokenizer: EmuTokenizer): { rows: Scor
         count("box-grounded: centre inside the box", "≥ 70%", !!o && o.x >= x0 && o.x <= x1 && o.y >= y0 && o.y <= y1);
         break;
       }
-      case "video":
-        count("video: direction of motion", "≥ 70%", !!out.frames && videoDirectionCorrect(out.frames.map(image), expect.direction));
+      case "video": {
+        const ok = !!out.frames && videoDirectionCorrect(out.frames.map(image), expect.direction);
+        count("video: direction of motion", "≥ 70%", ok);
+        // Per direction: the runs that lost video lost it on horizontal motion (model card).
+        count(`  video: moving ${expect.direction}`, "", ok);
         break;
+      }
     }
   }
   const order = [...tally.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
@@ -120,7 +124,7 @@ export function scoreEvalDir(dir: string, tokenizer: EmuTokenizer): { rows: Scor
 }
 
 function rank(capability: string): number {
-  const keys = ["caption", "VQA (all", "  VQA", "few-shot", "text→image", "subject", "box", "video"];
+  const keys = ["caption", "VQA (all", "  VQA", "few-shot", "text→image", "subject", "box", "video", "  video"];
   const i = keys.findIndex((k) => capability.startsWith(k));
   return i < 0 ? keys.length : i;
 }

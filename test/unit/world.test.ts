@@ -138,6 +138,12 @@ describe("Shapes world", () => {
       const { rows } = scoreEvalDir(dir, tokenizer);
       assert.ok(rows.length >= 9);
       for (const r of rows) assert.equal(r.accuracy, 1, `${r.capability}: ${r.correct}/${r.n}`);
+      // The video row splits by direction: one sub-row per direction drawn, the parts adding up to the whole.
+      const byDirection = rows.filter((r) => r.capability.startsWith("  video: moving "));
+      const drawn = readFileSync(join(dir, "video.jsonl"), "utf8").trim().split("\n").map((l) => (JSON.parse(l) as { expect: { direction: string } }).expect.direction);
+      assert.deepEqual(byDirection.map((r) => r.capability.slice("  video: moving ".length)).sort(), [...new Set(drawn)].sort());
+      const video = rows.find((r) => r.capability === "video: direction of motion");
+      assert.equal(byDirection.reduce((n, r) => n + r.n, 0), video?.n);
       const frames = new World("eval").example("video", 0).segments.flatMap((s) => (s.kind === "generate" && s.image.kind === "scene" ? [renderScene(s.image.scene)] : []));
       const want = (new World("eval").example("video", 0).expect as Extract<Expectation, { kind: "video" }>).direction;
       assert.equal(videoDirectionCorrect(frames, want), true);
