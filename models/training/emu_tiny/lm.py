@@ -42,6 +42,14 @@ ROLLOUT_SHARE = 0.5
 # LM can draw a frame its own frames are noise, and each rollout costs a free-running pass (mixture
 # steps 12–19% slower, measured on two machines).
 ROLLOUT_FROM = 8800
+# Where a rollout may end: "frame" (after k whole frames, as 1.3.0 trained), "token" (after any
+# token but the last: mid-frame cuts too) or "first" (inside the first frame only: its first m
+# tokens, m uniform in 1 … N-1, free-running, the loss on the rest). The rebuild of 2026-11-28 drew
+# rightward clips' first frame at their destination (model card, "What falls short → video"):
+# whole-frame rollouts never put the first frame's own tokens in the LM's hands. Tried as an 800-step
+# video-heavy tail on that LM: "first" 72.5%, "frame" 73.5%, rightward first frames still at the
+# destination in both (31 and 28 of 41), so "frame" stays; untried over a whole schedule.
+ROLLOUT_CUT = "frame"
 HOLDOUT = 1000
 # The recall warm-up: RECALL_STEPS of text-only associative recall (`<s> red dax . blue wug . red` →
 # `dax`) before the mixture, the stand-in for the text pretraining Emu2's LM inherits from LLaMA,
@@ -382,8 +390,8 @@ def free_run(model: CausalLM, prefixes, frames: int, n_tok: int, img: int, img_e
 
 def with_rollouts(model: CausalLM, b, batcher: "Batcher"):
     """The batch with the first k frames of ROLLOUT_SHARE of its videos replaced by free_run's
-    frames (k per video, uniform in 1 … frames-1); those frames become context: no regression
-    loss, no input noise."""
+    frames (k per video, uniform in 1 … frames-1; ROLLOUT_CUT "token" or "first": k tokens); those
+    slots become context: no regression loss, no input noise."""
     n_tok, bsz, t = batcher.n_tok, *b["input_ids"].shape
     gen_idx = torch.nonzero(b["gen_slot"]).squeeze(1)
     row = b["slot_pos"][gen_idx] // t
@@ -395,13 +403,16 @@ def with_rollouts(model: CausalLM, b, batcher: "Batcher"):
     chosen = np.nonzero(batcher.rng.random(bsz) < ROLLOUT_SHARE)[0]
     if frames < 2 or len(chosen) == 0:
         return b
-    k[chosen] = torch.from_numpy(batcher.rng.integers(1, frames, len(chosen))).to(k.device)
+    # k: how many generated slots of each chosen row are the LM's own.
+    lo, hi = {"frame": (1, frames), "token": (1, frames * n_tok), "first": (1, n_tok)}[ROLLOUT_CUT]
+    cut = batcher.rng.integers(lo, hi, len(chosen))
+    k[chosen] = torch.from_numpy(cut * n_tok if ROLLOUT_CUT == "frame" else cut).to(k.device)
     first = b["slot_pos"][gen_idx][rank == 0] - row[rank == 0] * t      # each row's first generated slot
     prefixes = [model.embed(b["input_ids"][r, : first[r]]) for r in chosen.tolist()]
-    own = free_run(model, prefixes, int(k.max()), n_tok, batcher.img, batcher.img_end)
+    own = free_run(model, prefixes, -(-int(k.max()) // n_tok), n_tok, batcher.img, batcher.img_end)
     where = torch.full((bsz,), -1, dtype=torch.long, device=k.device)
     where[torch.from_numpy(chosen).to(k.device)] = torch.arange(len(chosen), device=k.device)
-    ctx = frame < k[row]
+    ctx = rank < k[row]
     b = dict(b)
     b["slot_vec"] = b["slot_vec"].clone()
     b["slot_vec"][gen_idx[ctx]] = own[where[row[ctx]], frame[ctx], rank[ctx] % n_tok]
@@ -483,6 +494,7 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
             shots_rows[k].append(i)
     mixture = dict(MIXTURE, recall=RECALL_SHARE) if RECALL_SHARE > 0 else MIXTURE
     tasks = list(mixture)
+    assert ROLLOUT_CUT in ("frame", "token", "first"), f"ROLLOUT_CUT is frame, token or first, not {ROLLOUT_CUT!r}"
     assert set(TAIL_MIXTURE) <= set(tasks), f"TAIL_MIXTURE names unknown tasks: {sorted(set(TAIL_MIXTURE) - set(tasks))}"
     normed = lambda m: np.array([m[t] for t in tasks]) / sum(m[t] for t in tasks)  # noqa: E731
     main_weights, tail_weights = normed(mixture), normed(dict(mixture, **TAIL_MIXTURE))
