@@ -12,7 +12,12 @@ and rendered by the direct decoder, each written as an eval-output folder for th
 DIR holds encoder.pt, autoencoder.pt, direct.pt, lm.pt (and a unet.pt, unused here). It also prints,
 per mode and frame, how often the main object's 3×3 cell matches the target's and its mean centre
 error (image fractions); the object is the non-background pixels' centroid, a rougher reading than
-the world's checker."""
+the world's checker.
+
+`--prefix-tokens 0,1,4,5,8` also asks where the first frame of each horizontal clip lands when its
+first m tokens are the target's and the rest free-running: per direction and m, how many first
+frames sit in the left / middle / right third of the image (or show no object). It finds the token
+at which the LM decides where a clip starts (model card, "What falls short → video")."""
 import argparse
 import json
 import os
@@ -26,6 +31,7 @@ import torch  # noqa: E402
 
 from emu_tiny.data import Split  # noqa: E402
 from emu_tiny.export import load_trained  # noqa: E402
+from emu_tiny.lm import extend, prefill  # noqa: E402
 from emu_tiny.modules import DirectDecoder  # noqa: E402
 from evaluate import Runner, to_u8  # noqa: E402
 
@@ -60,12 +66,34 @@ def cell(x: float, y: float) -> int:
     return min(2, int(y * 3)) * 3 + min(2, int(x * 3))
 
 
+@torch.no_grad()
+def first_frame_thirds(run: Runner, direct, rows, sp, want: str, m: int):
+    """Where the first frame of each `want` clip lands with its first m tokens the target's:
+    counts of left / middle / right third and no object."""
+    thirds = [0, 0, 0, 0]
+    for r in rows:
+        if r["direction"] != want:
+            continue
+        ids, imgs = r["ids"], r["images"]
+        s = ids.index(sp["[gIMG]"])
+        _, vis, past, mask = prefill(run.lm, [run.embed_prompt(ids[: s + m], imgs[:1])])
+        toks = list(run.embeds[imgs[0]][:m])
+        for j in range(m, run.n_tok):
+            toks.append(vis[0])
+            if j + 1 < run.n_tok:
+                _, vis, past, mask = extend(run.lm, run.lm.project_up(vis), past, mask)
+        c = centre(to_u8(direct(torch.stack(toks)[None]))[0])
+        thirds[3 if c is None else min(2, int(c[0] * 3))] += 1
+    return thirds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--eval", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--limit", type=int, default=0, help="videos (0: all)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prefix-tokens", default="", help="e.g. 0,1,4,5,8: first-frame placement with m true tokens")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     split = Split(a.eval)
@@ -99,6 +127,13 @@ def main() -> None:
         print(f"{mode:8s} cell match % per frame: " + " ".join(f"{100 * h / len(rows):3.0f}" for h in hit)
               + " | centre error: " + " ".join(f"{e / max(s, 1):.2f}" for e, s in zip(err, seen))
               + f" | frames with no object: {int(n_f * len(rows) - seen.sum())}")
+    if a.prefix_tokens:
+        expects = [json.loads(ln)["expect"] for ln in open(os.path.join(a.eval, "video.jsonl"))]
+        clips = [dict(r, direction=e["direction"]) for r, e in zip(rows, expects)]
+        for want in ("right", "left"):
+            for m in (int(v) for v in a.prefix_tokens.split(",")):
+                t = first_frame_thirds(run, direct, clips, split.special, want, m)
+                print(f"moving {want:5s} first {m:2d} tokens true: first frame in the left / middle / right third, none: {t}")
 
 
 if __name__ == "__main__":
