@@ -47,8 +47,9 @@ ROLLOUT_FROM = 8800
 # tokens, m uniform in 1 … N-1, free-running, the loss on the rest). The rebuild of 2026-11-28 drew
 # rightward clips' first frame at their destination (model card, "What falls short → video"):
 # whole-frame rollouts never put the first frame's own tokens in the LM's hands. Tried as an 800-step
-# video-heavy tail on that LM: "first" 72.5%, "frame" 73.5%, rightward first frames still at the
-# destination in both (31 and 28 of 41), so "frame" stays; untried over a whole schedule.
+# video-heavy tail on that LM: "first" 72.5%, "frame" 73.5% (at TAIL_LR 5e-4: 76.0 / 77.0%), rightward
+# first frames still at the destination in all (28–31 of 41), so "frame" stays; untried over a whole
+# schedule.
 ROLLOUT_CUT = "frame"
 HOLDOUT = 1000
 # The recall warm-up: RECALL_STEPS of text-only associative recall (`<s> red dax . blue wug . red` →
