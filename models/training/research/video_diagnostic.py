@@ -72,7 +72,7 @@ def first_frame_thirds(run: Runner, direct, rows, sp, want: str, m: int):
     counts of left / middle / right third and no object."""
     thirds = [0, 0, 0, 0]
     for r in rows:
-        if r["direction"] != want:
+        if r["expect"]["direction"] != want:
             continue
         ids, imgs = r["ids"], r["images"]
         s = ids.index(sp["[gIMG]"])
@@ -83,7 +83,7 @@ def first_frame_thirds(run: Runner, direct, rows, sp, want: str, m: int):
             if j + 1 < run.n_tok:
                 _, vis, past, mask = extend(run.lm, run.lm.project_up(vis), past, mask)
         c = centre(to_u8(direct(torch.stack(toks)[None]))[0])
-        thirds[3 if c is None else min(2, int(c[0] * 3))] += 1
+        thirds[3 if c is None else cell(*c) % 3] += 1
     return thirds
 
 
@@ -128,11 +128,9 @@ def main() -> None:
               + " | centre error: " + " ".join(f"{e / max(s, 1):.2f}" for e, s in zip(err, seen))
               + f" | frames with no object: {int(n_f * len(rows) - seen.sum())}")
     if a.prefix_tokens:
-        expects = [json.loads(ln)["expect"] for ln in open(os.path.join(a.eval, "video.jsonl"))]
-        clips = [dict(r, direction=e["direction"]) for r, e in zip(rows, expects)]
         for want in ("right", "left"):
             for m in (int(v) for v in a.prefix_tokens.split(",")):
-                t = first_frame_thirds(run, direct, clips, split.special, want, m)
+                t = first_frame_thirds(run, direct, rows, split.special, want, m)
                 print(f"moving {want:5s} first {m:2d} tokens true: first frame in the left / middle / right third, none: {t}")
 
 
