@@ -13,18 +13,19 @@ const PACKAGE_DIR = join(import.meta.dirname, "../../models/emu2-tiny");
 
 /**
  * Minimum accuracy per row at n = 40 with the default (direct) decoder: the card's full-run numbers
- * for 1.3.0 (200 per row: caption 97.0, VQA 96.5, 2-shot 86.0, 4-shot 79.5, text→image 93.0,
- * subject 86.0, grounded 100, video 82.5) minus about three standard errors at n = 40.
+ * for 1.4.0 (200 per row: caption 99.0, VQA 93.5, 2-shot 86.5, 4-shot 85.0, text→image 97.0,
+ * subject 80.0, grounded 100, video 77.0) minus about three standard errors at n = 40, rounded
+ * down to 5 points (rows near 100% keep a wider margin).
  */
 const THRESHOLDS: Record<string, number> = {
   "captioning: every attribute right": 0.85,
-  "VQA (all questions)": 0.85,
+  "VQA (all questions)": 0.8,
   "few-shot, 2-shot": 0.7,
-  "few-shot, 4-shot": 0.6,
+  "few-shot, 4-shot": 0.65,
   "text→image: shape, colour, cell": 0.8,
-  "subject-driven (image + edit → image)": 0.65,
+  "subject-driven (image + edit → image)": 0.6,
   "box-grounded: centre inside the box": 0.85,
-  "video: direction of motion": 0.6,
+  "video: direction of motion": 0.55,
 };
 
 describe("emu2-tiny quality through the TypeScript runtime", () => {
