@@ -184,6 +184,7 @@ class Batcher:
         mask = np.zeros((b, t), dtype=np.int64)
         slot_pos, slot_src, reg_pos, reg_src, ce_pos, ce_tgt, end_pos = [], [], [], [], [], [], []
         attr_pos, attr_tgt, reg_w = [], [], []
+        weigh_first = task == "video" and VIDEO_FIRST_WEIGHT != 1
         for r, (ids, im, gen, sp) in enumerate(zip(seqs, imgs, gens, spans)):
             input_ids[r, : len(ids)] = ids
             mask[r, : len(ids)] = 1
@@ -197,7 +198,7 @@ class Batcher:
             end_pos.append(np.where(closed, r * t + after, -1))
             is_gen = np.repeat(gen, self.n_tok)
             reg_pos.append(r * t + pos[is_gen] - 1); reg_src.append(src[is_gen])
-            if task == "video":
+            if weigh_first:
                 # VIDEO_FIRST_WEIGHT on the first frame's slots (the row's first n_tok regressed ones).
                 w = np.ones(int(is_gen.sum()), dtype=np.float32)
                 w[: self.n_tok] = VIDEO_FIRST_WEIGHT
@@ -220,7 +221,7 @@ class Batcher:
             **({"attr_pos": torch.from_numpy(cat(attr_pos)),
                 "attr_tgt": torch.from_numpy(np.concatenate(attr_tgt) if attr_tgt else np.zeros((0, len(FEWSHOT_ATTRS)), np.float32))}
                if self.attrs is not None and task == "fewshot" else {}),
-            **({"reg_w": torch.from_numpy(np.concatenate(reg_w))} if task == "video" and VIDEO_FIRST_WEIGHT != 1 else {}),
+            **({"reg_w": torch.from_numpy(np.concatenate(reg_w))} if weigh_first else {}),
         }
 
     def consistent_attrs(self, ids, im):

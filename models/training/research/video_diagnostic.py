@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from emu_tiny.data import Split  # noqa: E402
 from emu_tiny.export import load_trained  # noqa: E402
-from emu_tiny.lm import extend, prefill  # noqa: E402
+from emu_tiny.lm import free_run  # noqa: E402
 from emu_tiny.modules import DirectDecoder  # noqa: E402
 from evaluate import Runner, to_u8  # noqa: E402
 
@@ -68,21 +68,18 @@ def cell(x: float, y: float) -> int:
 
 @torch.no_grad()
 def first_frame_thirds(run: Runner, direct, rows, sp, want: str, m: int):
-    """Where the first frame of each `want` clip lands with its first m tokens the target's:
-    counts of left / middle / right third and no object."""
+    """Where the first frame of each `want` clip lands with its first m tokens the target's and the
+    rest regressed (lm.free_run over the remaining slots): counts of left / middle / right third and
+    no object."""
+    clips = [r for r in rows if r["expect"]["direction"] == want]
+    if not clips:
+        return [0, 0, 0, 0]
+    prefixes = [run.embed_prompt(r["ids"][: r["ids"].index(sp["[gIMG]"]) + m], r["images"][:1]) for r in clips]
+    rest = free_run(run.lm, prefixes, 1, run.n_tok - m, sp["[IMG]"], sp["[/IMG]"])[:, 0]
+    true = run.embeds[torch.tensor([r["images"][0] for r in clips])][:, :m]
     thirds = [0, 0, 0, 0]
-    for r in rows:
-        if r["expect"]["direction"] != want:
-            continue
-        ids, imgs = r["ids"], r["images"]
-        s = ids.index(sp["[gIMG]"])
-        _, vis, past, mask = prefill(run.lm, [run.embed_prompt(ids[: s + m], imgs[:1])])
-        toks = list(run.embeds[imgs[0]][:m])
-        for j in range(m, run.n_tok):
-            toks.append(vis[0])
-            if j + 1 < run.n_tok:
-                _, vis, past, mask = extend(run.lm, run.lm.project_up(vis), past, mask)
-        c = centre(to_u8(direct(torch.stack(toks)[None]))[0])
+    for img in to_u8(direct(torch.cat([true, rest], 1))):
+        c = centre(img)
         thirds[3 if c is None else cell(*c) % 3] += 1
     return thirds
 
