@@ -1,14 +1,20 @@
-"""emu2-tiny's LM training step, packed (lm.PACK: everything but attention on the real tokens) against
-the padded baseline, measured in the same run on the same batches.
+"""emu2-tiny's LM training step, measured in one run on the same batches two or more ways:
 
-    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/lm_train_step.py [--data DIR] [--batches N]
+  --compare pack     packed (lm.PACK: everything but attention on the real tokens) against the padded
+                     baseline, one core, as the LM stage trains (the default);
+  --compare threads  the packed step on one core (one torch thread, one OpenBLAS thread: the
+                     baseline) against two cores, given either to OpenBLAS or to torch. Run it with
+                     the machine otherwise idle: it says what the LM stage would gain from the second core.
+
+    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/lm_train_step.py [--compare pack|threads] [--data DIR] [--batches N]
 
 Needs a training split written by the world (`models/training/rebuild.sh` writes it to
 $EMU_TRAIN_DIR/data/train, default ~/.cache/emu2-tiny) and, if present, its embeddings (embeds.npy;
-random ones otherwise: the timing does not depend on their values). One torch thread, as the LM stage
-trains. Prints per task the padding share and seconds per step (forward, backward, optimiser) both
-ways, then the mixture-weighted ratio: the LM stage's expected speed-up, rollouts aside."""
+random ones otherwise: the timing does not depend on their values). Prints per task the padding share
+and the median seconds per step (forward, backward, optimiser) each way, then the mixture-weighted
+ratios against the baseline: the LM stage's expected speed-up, rollouts aside."""
 import argparse
+import ctypes
 import os
 import sys
 import time
@@ -25,8 +31,7 @@ from emu_tiny.data import Split  # noqa: E402
 from emu_tiny.modules import CausalLM, LMConfig  # noqa: E402
 
 
-def step(model, opt, batch, pack: bool) -> float:
-    lm.PACK = pack
+def step(model, opt, batch) -> float:
     t = time.perf_counter()
     torch.manual_seed(0)
     out, _ = lm.forward(model, batch)
@@ -37,10 +42,43 @@ def step(model, opt, batch, pack: bool) -> float:
     return time.perf_counter() - t
 
 
+def openblas_threads():
+    """OpenBLAS's `openblas_set_num_threads` from the library torch loaded (None if it is not OpenBLAS)."""
+    with open("/proc/self/maps") as f:
+        libs = {line.split()[-1] for line in f if "libopenblas" in line.split()[-1]}
+    for lib in sorted(libs):
+        fn = getattr(ctypes.CDLL(lib), "openblas_set_num_threads", None)
+        if fn is not None:
+            return fn
+    return None
+
+
+def ways(compare: str):
+    """(name, setup) for each way, the baseline first; setup() readies torch for the timed step."""
+    if compare == "pack":
+        def packed(on: bool):
+            def setup():
+                lm.PACK = on
+            return setup
+        return [("padded", packed(False)), ("packed", packed(True))]
+    blas = openblas_threads()
+    if blas is None:
+        raise SystemExit("--compare threads needs torch linked to OpenBLAS (Debian's python3-torch with libopenblas0-pthread)")
+
+    def cores(torch_n: int, blas_n: int):
+        def setup():
+            lm.PACK = True
+            torch.set_num_threads(torch_n)
+            blas(blas_n)
+        return setup
+    return [("1 core", cores(1, 1)), ("2 BLAS", cores(1, 2)), ("2 torch", cores(2, 1))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", choices=["pack", "threads"], default="pack")
     ap.add_argument("--data", default=path("data", "train"))
-    ap.add_argument("--batches", type=int, default=12, help="batches per task (each timed both ways)")
+    ap.add_argument("--batches", type=int, default=12, help="batches per task (each timed every way)")
     a = ap.parse_args()
     if not os.path.exists(os.path.join(a.data, "meta.json")):
         raise SystemExit(f"no training split at {a.data}: write one with `npm run world -- dataset --split train --out {a.data}` "
@@ -56,26 +94,34 @@ def main() -> None:
     batcher = lm.Batcher(split, embeds, list(lm.MIXTURE), 0)
     cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2], image_summary=lm.IMAGE_SUMMARY, layers=lm.LAYERS)
     model = CausalLM(cfg)
-    # lr 0: both ways see the same weights throughout, so they do exactly the same work.
+    # lr 0: every way sees the same weights throughout, so they all do exactly the same work.
     opt = torch.optim.AdamW(model.parameters(), lr=0.0)
-    print(f"{'task':9s} {'padding':>8s} {'padded s':>9s} {'packed s':>9s} {'speed-up':>9s}")
-    total = {True: 0.0, False: 0.0}
+    named = ways(a.compare)
+    names = [n for n, _ in named]
+    print(f"{'task':9s} {'padding':>8s} " + " ".join(f"{n + ' s':>9s}" for n in names) +
+          " " + " ".join(f"{'÷ ' + n:>10s}" for n in names[1:]))
+    total = dict.fromkeys(names, 0.0)
     for task, w in lm.MIXTURE.items():
-        times = {True: [], False: []}
+        times = {n: [] for n in names}
         pad = []
         for i in range(a.batches + 1):
             b = batcher.sample(task, min(64, lm.BATCH_CAP.get(task, 64)))
             pad.append(1 - float(b["mask"].float().mean()))
-            for pack in ((True, False) if i % 2 else (False, True)):
-                s = step(model, opt, b, pack)
-                if i:                                   # the first batch warms up both paths
-                    times[pack].append(s)
-        med = {k: float(np.median(v)) for k, v in times.items()}
-        for k in total:
-            total[k] += w * med[k]
-        print(f"{task:9s} {np.mean(pad):8.0%} {med[False]:9.3f} {med[True]:9.3f} {med[False] / med[True]:8.2f}×", flush=True)
-    print(f"mixture-weighted: padded {total[False]:.3f} s/step, packed {total[True]:.3f} s/step, "
-          f"speed-up {total[False] / total[True]:.2f}×")
+            order = named[i % len(named):] + named[:i % len(named)]   # rotate which way runs first
+            for n, setup in order:
+                setup()
+                s = step(model, opt, b)
+                if i:                                   # the first batch warms up every way
+                    times[n].append(s)
+        med = {n: float(np.median(v)) for n, v in times.items()}
+        for n in names:
+            total[n] += w * med[n]
+        base = med[names[0]]
+        print(f"{task:9s} {np.mean(pad):8.0%} " + " ".join(f"{med[n]:9.3f}" for n in names) + " " +
+              " ".join(f"{base / med[n]:9.2f}×" for n in names[1:]), flush=True)
+    base = total[names[0]]
+    print("mixture-weighted s/step: " + ", ".join(f"{n} {total[n]:.3f}" for n in names) + "; speed-up against " +
+          names[0] + ": " + ", ".join(f"{n} {base / total[n]:.2f}×" for n in names[1:]))
 
 
 if __name__ == "__main__":
