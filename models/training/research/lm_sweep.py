@@ -14,7 +14,7 @@ rebuild.sh on the CPU, and its numbers come from evaluate.py and the world's sco
       --threads 1 --data ~/.cache/emu2-tiny/data --spec 'ROLLOUT_FROM=0'
 
 A variant is `name:key=value,…` (empty: the shipped recipe): a key in capitals sets that constant of emu_tiny.lm (`MIXTURE.video`
-sets one task's weight, `TAIL_MIXTURE.video` its weight in the tail), `seed` and `steps` set train_lm's arguments. Once every variant has run
+sets one task's weight, `TAIL_MIXTURE.video` its weight in the tail, `BATCH_CAP.video` its batch cap), `seed`, `steps` and `batch` set train_lm's arguments. Once every variant has run
 1,000 steps, the last ones in the list are stopped while any would finish after --deadline less
 --eval-margin seconds; the probe lines of every variant are echoed as they appear.
 
@@ -100,9 +100,9 @@ def apply(spec: str):
     kw = {}
     for item in filter(None, spec.split(",")):
         k, v = item.split("=")
-        if k in ("seed", "steps"):
+        if k in ("seed", "steps", "batch"):
             kw[k] = int(v)
-        elif k.startswith("MIXTURE.") or k.startswith("TAIL_MIXTURE."):
+        elif "." in k and isinstance(getattr(lm, k.split(".", 1)[0], None), dict):
             name, task = k.split(".", 1)
             setattr(lm, name, dict(getattr(lm, name), **{task: float(v)}))
         elif hasattr(lm, k):
@@ -197,8 +197,8 @@ def child(a) -> None:
     torch.set_num_threads(a.threads)
     from emu_tiny import lm
     kw = apply(a.spec)
-    seed, steps = kw.get("seed", 1234), kw.get("steps", 12500)
-    lm.train_lm(os.path.join(a.data, "train"), steps, 64, seed, device=a.device)
+    seed, steps, batch = kw.get("seed", 1234), kw.get("steps", 12500), kw.get("batch", 64)
+    lm.train_lm(os.path.join(a.data, "train"), steps, batch, seed, device=a.device)
     state = torch.load(path("lm.pt"), map_location="cpu")
     # train_s: the stage's own training time, summed over resumes (this process may have resumed a checkpoint).
     res = {"train_s": round(state["train_s"]), "spec": a.spec}
