@@ -104,9 +104,9 @@ def apply(spec: str):
             kw[k] = int(v)
         elif "." in k and isinstance(getattr(lm, k.split(".", 1)[0], None), dict):
             name, task = k.split(".", 1)
-            # A batch cap stays an int; a mixture weight is a float.
-            cast = int if name == "BATCH_CAP" else float
-            setattr(lm, name, dict(getattr(lm, name), **{task: cast(float(v))}))
+            # The dict's own value type (BATCH_CAP's int caps), float where it is empty (TAIL_MIXTURE).
+            d = getattr(lm, name)
+            setattr(lm, name, dict(d, **{task: type(next(iter(d.values()), 0.0))(float(v))}))
         elif hasattr(lm, k):
             setattr(lm, k, type(getattr(lm, k))(float(v)) if isinstance(getattr(lm, k), (int, float)) else v)
         else:
