@@ -2,11 +2,14 @@
 
   --compare pack     packed (lm.PACK: everything but attention on the real tokens) against the padded
                      baseline, one core, as the LM stage trains (the default);
+  --compare precision  the packed step on one core in fp32 (the baseline) against lm.AUTOCAST "on"
+                     (bf16 autocast: worth it only where the CPU has AMX or AVX-512 BF16; the
+                     header line says whether this one has);
   --compare threads  the packed step on one core (one torch thread, one OpenBLAS thread: the
                      baseline) against two cores, given either to OpenBLAS or to torch. Run it with
                      the machine otherwise idle: it says what the LM stage would gain from the second core.
 
-    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/lm_train_step.py [--compare pack|threads] [--data DIR] [--batches N]
+    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/lm_train_step.py [--compare pack|precision|threads] [--data DIR] [--batches N]
 
 Needs a training split written by the world (`models/training/rebuild.sh` writes it to
 $EMU_TRAIN_DIR/data/train, default ~/.cache/emu2-tiny) and, if present, its embeddings (embeds.npy;
@@ -34,7 +37,8 @@ from emu_tiny.modules import CausalLM, LMConfig  # noqa: E402
 def step(model, opt, batch) -> float:
     t = time.perf_counter()
     torch.manual_seed(0)
-    out, _ = lm.forward(model, batch)
+    with lm.autocast():
+        out, _ = lm.forward(model, batch)
     loss = out.get("ce", 0.0) + out.get("reg", 0.0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -61,6 +65,12 @@ def ways(compare: str):
                 lm.PACK = on
             return setup
         return [("padded", packed(False)), ("packed", packed(True))]
+    if compare == "precision":
+        def precision(mode: str):
+            def setup():
+                lm.PACK, lm.AUTOCAST = True, mode
+            return setup
+        return [("fp32", precision("off")), ("bf16", precision("on"))]
     blas = openblas_threads()
     if blas is None:
         raise SystemExit("--compare threads needs torch linked to OpenBLAS (Debian's python3-torch with libopenblas0-pthread)")
@@ -76,7 +86,7 @@ def ways(compare: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--compare", choices=["pack", "threads"], default="pack")
+    ap.add_argument("--compare", choices=["pack", "precision", "threads"], default="pack")
     ap.add_argument("--data", default=path("data", "train"))
     ap.add_argument("--batches", type=int, default=12, help="batches per task (each timed every way)")
     a = ap.parse_args()
@@ -84,6 +94,8 @@ def main() -> None:
         raise SystemExit(f"no training split at {a.data}: write one with `npm run world -- dataset --split train --out {a.data}` "
                          "(or run models/training/rebuild.sh), or pass --data")
     torch.set_num_threads(1)
+    if a.compare == "precision":
+        print(f"this CPU multiplies bf16 natively (AMX or AVX-512 BF16): {'yes' if lm.bf16_native() else 'no'}")
     split = Split(a.data)
     emb_file = os.path.join(a.data, "embeds.npy")
     if os.path.exists(emb_file):

@@ -26,7 +26,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--procs", type=int, default=1,
+                    help="lm only: data-parallel processes (one core each; the batch is split among them)")
     a = ap.parse_args()
+    if a.procs > 1 and a.stage != "lm":
+        ap.error("--procs is for the lm stage only")
     set_threads(a.threads)
     if a.stage == "encoder":
         from emu_tiny.encoder import train_encoder
@@ -45,7 +49,7 @@ def main() -> None:
         train_direct(a.data, a.steps or 2000, a.batch or 64, a.seed)
     elif a.stage == "lm":
         from emu_tiny.lm import train_lm
-        train_lm(a.data, a.steps or 12500, a.batch or 64, a.seed)
+        train_lm(a.data, a.steps or 12500, a.batch or 64, a.seed, procs=a.procs)
 
 
 if __name__ == "__main__":

@@ -62,26 +62,30 @@ class Checkpoint:
         if not os.path.exists(self.file):
             return None
         state = torch.load(self.file, map_location="cpu")
-        rng = state.get("rng")
-        if rng is None:
-            return state
+        if state.get("rng") is not None:
+            self.restore_rng(state["rng"])
+        return state
+
+    def rng_state(self) -> dict:
+        """Every random stream's state: torch's, CUDA's when in use, Python's, NumPy's, the `gens`."""
+        return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+                "python": random.getstate(), "numpy": np.random.get_state(), "gens": [g.bit_generator.state for g in self.gens]}
+
+    def restore_rng(self, rng: dict) -> None:
         assert len(rng["gens"]) == len(self.gens), f"{self.file} saved {len(rng['gens'])} generators, the stage has {len(self.gens)}"
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
-        for g, s in zip(self.gens, rng["gens"]):
-            g.bit_generator.state = s
-        return state
+        for g, st in zip(self.gens, rng["gens"]):
+            g.bit_generator.state = st
 
     def save(self, state: dict, force: bool = False) -> None:
         if not force and time.time() - self.last < self.every_s:
             return
-        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-               "python": random.getstate(), "numpy": np.random.get_state(), "gens": [g.bit_generator.state for g in self.gens]}
         tmp = self.file + ".tmp"
-        torch.save({**state, "rng": rng}, tmp)
+        torch.save({**state, "rng": self.rng_state()}, tmp)
         os.replace(tmp, self.file)
         self.last = time.time()
 

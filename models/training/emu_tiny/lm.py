@@ -4,9 +4,11 @@ next visual embedding at every slot of a generated image or video frame (read fr
 state one position earlier, through project_down). Batches hold one task each so that padding stays
 small on a CPU; tasks are drawn with the mixture weights below."""
 import os
+import socket
 import time
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from .common import Checkpoint, Log, cosine_lr, path, seed_all
 from .data import Split
@@ -127,6 +129,32 @@ TAIL_MIXTURE: dict = {}
 # Tried as a 2,000-step tail with that loss on 1.3.0's LM (TAIL_LR 5e-4): 4-shot +2.5 points, video −5
 # (model card, "What falls short → 4-shot").
 TAIL_LR = 0.0
+# bfloat16 autocast for the training forward (matmuls in bf16 with fp32 accumulation; weights,
+# optimiser, norms, softmax and losses stay fp32): "off", "on", or "auto" = on where the CPU
+# multiplies bf16 natively (AMX or AVX-512 BF16, through torch's oneDNN), off elsewhere (AVX2 only:
+# emulated bf16 is slower than fp32). `bench/lm_train_step.py --compare precision` measures it.
+AUTOCAST = "off"
+
+# Data-parallel training (train_lm's `procs`) checkpoints every this many steps, all processes at the
+# same step (~1–2 minutes of training).
+DP_CHECKPOINT_EVERY = 250
+
+
+def bf16_native() -> bool:
+    """Whether this CPU has AMX-BF16 or AVX512-BF16 (Linux: /proc/cpuinfo's flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast(device: str = "cpu"):
+    """The training forward's precision context (AUTOCAST)."""
+    assert AUTOCAST in ("off", "on", "auto"), f"AUTOCAST is off, on or auto, not {AUTOCAST!r}"
+    on = AUTOCAST == "on" or (AUTOCAST == "auto" and device == "cpu" and bf16_native())
+    return torch.autocast("cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16, enabled=on)
 
 
 class TaskData:
@@ -323,16 +351,17 @@ def run(model: CausalLM, b, vec, tap: int = -1):
     x = model.embed(ids)
     bsz, t, h = x.shape
     flat = x.reshape(-1, h).clone()
-    flat[b["slot_pos"]] = model.project_up(vec)
+    flat[b["slot_pos"]] = model.project_up(vec).to(flat.dtype)    # (bf16 under autocast)
     if model.summary is not None and len(vec):
         # The summary of each image's inputs (for generated ones, what was fed back), at its [/IMG].
         summ = model.summary(vec.reshape(len(b["end_pos"]), -1, vec.shape[-1]))
         ok = b["end_pos"] >= 0
-        flat[b["end_pos"][ok]] = flat[b["end_pos"][ok]] + summ[ok]
+        flat[b["end_pos"][ok]] = flat[b["end_pos"][ok]] + summ[ok].to(flat.dtype)
     x = flat.reshape(bsz, t, h)
     pos = (mask.cumsum(1) - 1).clamp_min(0)
     out = model(x, mask, pos, model.empty_past(bsz), pack=PACK, tap=tap)
-    return (out[0], out[1]) if tap < 0 else (out[0], out[1], out[3])
+    # fp32 out of an autocast forward too: the losses are taken in fp32.
+    return (out[0].float(), out[1].float()) if tap < 0 else (out[0].float(), out[1].float(), out[3].float())
 
 
 def forward(model: CausalLM, b, augment: bool = True, attr_head=None):
@@ -357,7 +386,7 @@ def forward(model: CausalLM, b, augment: bool = True, attr_head=None):
         logits, vis = run(model, b, vec)
     out = {}
     if aux:
-        lp = F.log_softmax(attr_head(hid.reshape(-1, hid.shape[-1])[b["attr_pos"]]), dim=-1)
+        lp = F.log_softmax(attr_head(hid.reshape(-1, hid.shape[-1])[b["attr_pos"]]).float(), dim=-1)
         out["attr"] = FEWSHOT_ATTR_LOSS * -(b["attr_tgt"] * lp).sum(-1).mean()
     if len(b["ce_pos"]):
         out["ce"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[b["ce_pos"]], b["ce_tgt"])
@@ -478,35 +507,99 @@ def probe_recall(model, recall: RecallEpisodes, to=lambda b: b) -> float:
     return float((logits.reshape(-1, logits.shape[-1])[b["ce_pos"]].argmax(-1) == b["ce_tgt"]).float().mean())
 
 
-def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3, device: str = "cpu") -> None:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3, device: str = "cpu", procs: int = 1) -> None:
     """`steps` mixture steps, after RECALL_STEPS of recall (one cosine schedule over both), then
-    TAIL_STEPS at the schedule's final learning rate. `device`
-    other than cpu is for recipe research (research/lm_sweep.py); the package's LM trains on the CPU."""
+    TAIL_STEPS at the schedule's final learning rate. `device` other than cpu is for recipe research
+    (research/lm_sweep.py); the package's LM trains on the CPU.
+
+    `procs` > 1: data parallel. That many processes (forked, so constants set in this module carry
+    over; one core each) draw the same task each step and batch/procs examples of it each, from
+    their own random streams; their gradients are averaged (gloo all-reduce) before clipping and
+    the optimiser step, which every process then takes alike, so the weights stay identical. The
+    batch and its caps are the whole step's, as with one process; the losses logged are process 0's
+    share. Process 0 logs, probes, checkpoints (with every process's random streams) and saves."""
+    if procs <= 1:
+        _train_lm(0, 1, data_dir, steps, batch, seed, lr, device)
+        return
+    assert batch % procs == 0 and all(c % procs == 0 for c in BATCH_CAP.values()), \
+        f"batch {batch} and BATCH_CAP {BATCH_CAP} must divide among {procs} processes"
+    import torch.multiprocessing as mp
+    mp.start_processes(_lm_process, args=(procs, free_port(), data_dir, steps, batch, seed, lr, device),
+                       nprocs=procs, start_method="fork")
+
+
+def _lm_process(rank: int, procs: int, port: int, *args) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=procs)
+    try:
+        _train_lm(rank, procs, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def average_grads(params, procs: int) -> None:
+    """Every process's gradients → their mean, in one all-reduce. A parameter no process's batch
+    reached keeps no gradient (AdamW then skips it, as with one process)."""
+    had = torch.tensor([float(p.grad is not None) for p in params])
+    flat = torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params] + [had])
+    dist.all_reduce(flat)
+    off = 0
+    for p, h in zip(params, flat[-len(params):].tolist()):
+        n = p.numel()
+        p.grad = flat[off: off + n].view_as(p) / procs if h > 0 else None
+        off += n
+
+
+def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed: int, lr: float, device: str) -> None:
     steps += RECALL_STEPS
     schedule, steps = steps, steps + TAIL_STEPS
-    log = Log("lm")
+    lead = rank == 0
+    log = Log("lm") if lead else (lambda *a, **k: None)
+    # Process r's own streams (r = 0 draws exactly as a single process does); the weights start
+    # alike everywhere, and the tasks come from one stream every process draws alike.
+    own = seed + 1000 * rank
     seed_all(seed)
     split = Split(data_dir)
     embeds = np.load(f"{data_dir}/embeds.npy", mmap_mode="r")
     embeds = np.ascontiguousarray(embeds)  # ~410 MB: random access in RAM
-    batcher = Batcher(split, embeds, list(MIXTURE), seed)
+    batcher = Batcher(split, embeds, list(MIXTURE), own)
+    task_rng = batcher.rng if procs == 1 else np.random.default_rng([seed, 17])
     cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2], image_summary=IMAGE_SUMMARY, layers=LAYERS)
     model = CausalLM(cfg).to(device)
     to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
     # FEWSHOT_ATTR_LOSS's head: trained with the LM, not part of it (not exported).
     attr_head = torch.nn.Linear(cfg.hidden, len(FEWSHOT_ATTRS)).to(device) if FEWSHOT_ATTR_LOSS > 0 else None
+    if rank > 0:
+        seed_all(own)
     params = list(model.parameters()) + (list(attr_head.parameters()) if attr_head is not None else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    recall = RecallEpisodes(split, batcher.data["fewshot"], np.random.default_rng(seed + 1), embeds.shape[2])
-    ck = Checkpoint("lm", gens=(batcher.rng, recall.rng))
-    state = ck.load()
+    recall = RecallEpisodes(split, batcher.data["fewshot"], np.random.default_rng(own + 1), embeds.shape[2])
+    gens = (batcher.rng, recall.rng) if procs == 1 else (batcher.rng, recall.rng, task_rng)
+    # Data parallel: process 0's checkpoint every DP_CHECKPOINT_EVERY steps (all processes at the same
+    # step), holding the others' random streams too.
+    ck = Checkpoint("lm", gens=gens, every_s=120.0 if procs == 1 else float("inf"))
+    if lead:
+        state = ck.load()
+    else:
+        state = torch.load(ck.file, map_location="cpu") if os.path.exists(ck.file) else None
+        if state and state.get("procs", 1) == procs:
+            ck.restore_rng(state["ranks"][rank - 1])
     start, elapsed = 0, 0.0
     if state:
+        assert state.get("procs", 1) == procs, f"{ck.file} was written by {state.get('procs', 1)} processes, not {procs}: " \
+            "resume with the same count, or delete it to start over"
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
         if attr_head is not None:
             attr_head.load_state_dict(state["attr_head"])
         start, elapsed = state["step"], state["elapsed"]
         log(f"resumed at step {start}")
+    if procs > 1:
+        log(f"data parallel: {procs} processes, {batch // procs} of each batch's {batch} examples each")
     log(f"lm {sum(p.numel() for p in model.parameters())} params; tasks " +
         ", ".join(f"{t}={d.n}" for t, d in batcher.data.items()))
     # Held-out episodes grouped by shot count (the number of images before the query minus one).
@@ -529,6 +622,8 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
             return cosine_lr(step, schedule, lr, 300)
         return cosine_lr(step - schedule, TAIL_STEPS, TAIL_LR, 100, floor=floor_lr / TAIL_LR)
 
+    precision = autocast(device)
+    log(f"precision: {'bf16 autocast' if precision._enabled else 'fp32'} (AUTOCAST={AUTOCAST})")
     t0 = time.time() - elapsed
     run = {t: [] for t in tasks + ["recall", "attr"]}
     for step in range(start, steps):
@@ -537,32 +632,48 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
         if step < RECALL_STEPS:
             task = "recall"
         else:
-            task = tasks[int(batcher.rng.choice(len(tasks), p=main_weights if step < schedule else tail_weights))]
-        b = to(recall.sample(batch) if task == "recall" else batcher.sample(task, min(batch, BATCH_CAP.get(task, batch))))
-        if task == "video" and ROLLOUT_SHARE > 0 and step >= ROLLOUT_FROM:
-            b = with_rollouts(model, b, batcher)
-        out, _ = forward(model, b, attr_head=attr_head)
+            task = tasks[int(task_rng.choice(len(tasks), p=main_weights if step < schedule else tail_weights))]
+        n = (batch if task == "recall" else min(batch, BATCH_CAP.get(task, batch))) // procs
+        b = to(recall.sample(n) if task == "recall" else batcher.sample(task, n))
+        with precision:
+            if task == "video" and ROLLOUT_SHARE > 0 and step >= ROLLOUT_FROM:
+                b = with_rollouts(model, b, batcher)
+            out, _ = forward(model, b, attr_head=attr_head)
         task_loss = out.get("ce", 0.0) + out.get("reg", 0.0)
         loss = task_loss + out.get("attr", 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if procs > 1:
+            average_grads(params, procs)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         run[task].append(float(task_loss))
         if "attr" in out:
             run["attr"].append(float(out["attr"]))
-        if step % 250 == 0 or step == steps - 1:
+        last = step == steps - 1
+        if procs > 1 and (last or (step + 1) % DP_CHECKPOINT_EVERY == 0):
+            ranks = [None] * procs
+            weights = float(sum(p.detach().double().sum() for p in params))
+            dist.all_gather_object(ranks, (ck.rng_state(), weights))
+            assert len({w for _, w in ranks}) == 1, f"the processes' weights differ at step {step + 1}: {[w for _, w in ranks]}"
+            ranks = [r for r, _ in ranks]
+        if not lead:
+            continue
+        if step % 250 == 0 or last:
             means = {t: float(np.mean(v[-50:])) for t, v in run.items() if v}
             log(f"step {step}", steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed), **means)
         if step % 1000 == 0 or step == steps - 1:
             log(f"probe step {step}", **probe_fewshot(model, batcher, shots_rows, to), recall=probe_recall(model, recall, to))
         if SNAPSHOT_EVERY > 0 and step + 1 >= SNAPSHOT_FROM and (step + 1) % SNAPSHOT_EVERY == 0:
             save_lm(model, cfg, time.time() - t0, path("snapshots", f"lm-{step + 1}.pt"))
-        ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
-                 "elapsed": time.time() - t0, "config": cfg.__dict__,
-                 **({"attr_head": attr_head.state_dict()} if attr_head is not None else {})}, force=step == steps - 1)
-    save_lm(model, cfg, time.time() - t0, path("lm.pt"))
-    log("saved")
+        if procs == 1 or last or (step + 1) % DP_CHECKPOINT_EVERY == 0:
+            ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
+                     "elapsed": time.time() - t0, "config": cfg.__dict__,
+                     **({"attr_head": attr_head.state_dict()} if attr_head is not None else {}),
+                     **({"procs": procs, "ranks": ranks[1:]} if procs > 1 else {})}, force=last or procs > 1)
+    if lead:
+        save_lm(model, cfg, time.time() - t0, path("lm.pt"))
+        log("saved")
 
 
 def save_lm(model: CausalLM, cfg: LMConfig, train_s: float, file: str) -> None:

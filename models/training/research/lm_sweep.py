@@ -100,7 +100,7 @@ def apply(spec: str):
     kw = {}
     for item in filter(None, spec.split(",")):
         k, v = item.split("=")
-        if k in ("seed", "steps", "batch"):
+        if k in ("seed", "steps", "batch", "procs"):
             kw[k] = int(v)
         elif "." in k and isinstance(getattr(lm, k.split(".", 1)[0], None), dict):
             name, task = k.split(".", 1)
@@ -200,7 +200,7 @@ def child(a) -> None:
     from emu_tiny import lm
     kw = apply(a.spec)
     seed, steps, batch = kw.get("seed", 1234), kw.get("steps", 12500), kw.get("batch", 64)
-    lm.train_lm(os.path.join(a.data, "train"), steps, batch, seed, device=a.device)
+    lm.train_lm(os.path.join(a.data, "train"), steps, batch, seed, device=a.device, procs=kw.get("procs", 1))
     state = torch.load(path("lm.pt"), map_location="cpu")
     # train_s: the stage's own training time, summed over resumes (this process may have resumed a checkpoint).
     res = {"train_s": round(state["train_s"]), "spec": a.spec}
