@@ -5,11 +5,16 @@
   --compare precision  the packed step on one core in fp32 (the baseline) against lm.AUTOCAST "on"
                      (bf16 autocast: worth it only where the CPU has AMX or AVX-512 BF16; the
                      header line says whether this one has);
+  --compare procs    the packed step on one core (the baseline) against data-parallel training on
+                     two (train.py lm --procs 2: two processes, half of each batch each, their
+                     gradients averaged by a gloo all-reduce): the same batches, timed on process 0
+                     from its forward to its optimiser step, all-reduce and waiting included.
+                     Run it with the machine otherwise idle;
   --compare threads  the packed step on one core (one torch thread, one OpenBLAS thread: the
                      baseline) against two cores, given either to OpenBLAS or to torch. Run it with
                      the machine otherwise idle: it says what the LM stage would gain from the second core.
 
-    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/lm_train_step.py [--compare pack|precision|threads] [--data DIR] [--batches N]
+    OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/lm_train_step.py [--compare pack|precision|procs|threads] [--data DIR] [--batches N]
 
 Needs a training split written by the world (`models/training/rebuild.sh` writes it to
 $EMU_TRAIN_DIR/data/train, default ~/.cache/emu2-tiny) and, if present, its embeddings (embeds.npy;
@@ -18,6 +23,7 @@ and the median seconds per step (forward, backward, optimiser) each way, then th
 ratios against the baseline: the LM stage's expected speed-up, rollouts aside."""
 import argparse
 import ctypes
+import json
 import os
 import sys
 import time
@@ -34,7 +40,7 @@ from emu_tiny.data import Split  # noqa: E402
 from emu_tiny.modules import CausalLM, LMConfig  # noqa: E402
 
 
-def step(model, opt, batch) -> float:
+def step(model, opt, batch, procs: int = 1) -> float:
     t = time.perf_counter()
     torch.manual_seed(0)
     with lm.autocast():
@@ -42,8 +48,59 @@ def step(model, opt, batch) -> float:
     loss = out.get("ce", 0.0) + out.get("reg", 0.0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if procs > 1:
+        lm.average_grads(list(model.parameters()), procs)
     opt.step()
     return time.perf_counter() - t
+
+
+def data_parallel(rank: int, procs: int, port: int, model, batcher, plan, out: str) -> None:
+    """One process of --compare procs: its share of every planned batch, timed; process 0 writes the
+    per-task medians to `out`."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=procs)
+    torch.set_num_threads(1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+    med = {}
+    for task, batches in plan.items():
+        times = []
+        for i, rows in enumerate(batches):
+            share = len(rows) // procs
+            b = batcher.build(task, rows[rank * share:(rank + 1) * share], augment=False)
+            dist.barrier()
+            s = step(model, opt, b, procs)
+            if i:
+                times.append(s)
+        med[task] = float(np.median(times))
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(med, f)
+    dist.destroy_process_group()
+
+
+def compare_procs(model, batcher, batches: int, procs: int = 2) -> None:
+    """--compare procs: the same batches on one process, then split among `procs`."""
+    import tempfile
+    import torch.multiprocessing as mp
+    plan = {task: [batcher.rng.integers(0, batcher.data[task].n - lm.HOLDOUT, min(64, lm.BATCH_CAP.get(task, 64)))
+                   for _ in range(batches + 1)] for task in lm.MIXTURE}
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+    one = {}
+    for task, rows_list in plan.items():
+        times = [step(model, opt, batcher.build(task, rows, augment=False)) for rows in rows_list]
+        one[task] = float(np.median(times[1:]))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "dp.json")
+        mp.start_processes(data_parallel, args=(procs, lm.free_port(), model, batcher, plan, out), nprocs=procs, start_method="fork")
+        with open(out) as f:
+            many = json.load(f)
+    name = f"{procs} procs"
+    print(f"{'task':9s} {'1 proc s':>9s} {name + ' s':>9s} {'÷ ' + name:>10s}")
+    for task in plan:
+        print(f"{task:9s} {one[task]:9.3f} {many[task]:9.3f} {one[task] / many[task]:9.2f}×")
+    t1 = sum(w * one[t] for t, w in lm.MIXTURE.items())
+    tn = sum(w * many[t] for t, w in lm.MIXTURE.items())
+    print(f"mixture-weighted s/step: 1 proc {t1:.3f}, {name} {tn:.3f}; speed-up against 1 proc: {name} {t1 / tn:.2f}×")
 
 
 def openblas_threads():
@@ -86,7 +143,7 @@ def ways(compare: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--compare", choices=["pack", "precision", "threads"], default="pack")
+    ap.add_argument("--compare", choices=["pack", "precision", "procs", "threads"], default="pack")
     ap.add_argument("--data", default=path("data", "train"))
     ap.add_argument("--batches", type=int, default=12, help="batches per task (each timed every way)")
     a = ap.parse_args()
@@ -107,6 +164,9 @@ def main() -> None:
     cfg = LMConfig(vocab=split.meta["vocab_size"], dim=embeds.shape[2], image_summary=lm.IMAGE_SUMMARY, layers=lm.LAYERS)
     model = CausalLM(cfg)
     # lr 0: every way sees the same weights throughout, so they all do exactly the same work.
+    if a.compare == "procs":
+        compare_procs(model, batcher, a.batches)
+        return
     opt = torch.optim.AdamW(model.parameters(), lr=0.0)
     named = ways(a.compare)
     names = [n for n, _ in named]

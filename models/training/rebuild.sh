@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Rebuilds emu2-tiny from scratch on a 2-core CPU: data → encoder → (LM ∥ decoders) → evaluation →
-# package. Every stage resumes from its checkpoint in $EMU_TRAIN_DIR, so re-running after an
-# interruption continues where it stopped. Seeds are fixed (see README.md beside this file).
+# Rebuilds emu2-tiny from scratch on a 2-core CPU: data → (encoder ∥ autoencoder) → LM (both cores)
+# → decoders (direct ∥ UNet) → evaluation → package. Every stage resumes from its checkpoint in
+# $EMU_TRAIN_DIR, so re-running after an interruption continues where it stopped. Seeds are fixed
+# (see README.md beside this file).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export EMU_TRAIN_DIR="${EMU_TRAIN_DIR:-$HOME/.cache/emu2-tiny}"
@@ -24,14 +25,17 @@ fi
 if [ -n "${ae_pid:-}" ]; then wait "$ae_pid"; fi
 [ -f "$D/train/embeds.npy" ] || $PY models/training/train.py embed --threads 2
 
-# The LM (one core) and the decoders (the other core) train side by side.
-if [ ! -f "$EMU_TRAIN_DIR/lm.pt" ]; then
-  $PY models/training/train.py lm --threads 1 > "$EMU_TRAIN_DIR/logs/lm.out" 2>&1 &
-  lm_pid=$!
+# The LM trains data parallel on both cores: two processes, half of each batch each, gradients
+# averaged (train.py lm --procs 2; model card "Rebuild"). Then the decoders: the latents, then the
+# direct head (one core) beside the UNet (the other).
+[ -f "$EMU_TRAIN_DIR/lm.pt" ] || $PY models/training/train.py lm --threads 1 --procs 2
+[ -f "$D/train/latents.npy" ] || $PY models/training/train.py latents --threads 2
+if [ ! -f "$EMU_TRAIN_DIR/direct.pt" ]; then
+  $PY models/training/train.py direct --threads 1 > "$EMU_TRAIN_DIR/logs/direct.out" 2>&1 &
+  direct_pid=$!
 fi
-[ -f "$EMU_TRAIN_DIR/direct.pt" ] || $PY models/training/train.py direct --threads 1
 [ -f "$EMU_TRAIN_DIR/unet.pt" ] || $PY models/training/train.py unet --threads 1
-if [ -n "${lm_pid:-}" ]; then wait "$lm_pid"; fi
+if [ -n "${direct_pid:-}" ]; then wait "$direct_pid"; fi
 echo "training took $(( $(stamp) - t0 )) s"
 
 for dec in diffusion direct; do

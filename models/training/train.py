@@ -4,6 +4,8 @@ Stages (each resumes from its checkpoint in $EMU_TRAIN_DIR/ckpt, default ~/.cach
   encoder      visual encoder (attribute, position, box and pixel heads)
   embed        embed every training image with the frozen encoder
   autoencoder  64×64×3 ↔ 16×16×C latent autoencoder
+  latents      the autoencoder's latents of every training image, cached beside the split (unet and
+               direct compute them first if absent; run it first to train those two side by side)
   unet         latent diffusion UNet conditioned on encoder tokens
   direct       one-pass tokens → latent decoder
   lm           the multimodal causal LM (text + regression of visual tokens)
@@ -20,7 +22,7 @@ from emu_tiny.common import path, set_threads  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["encoder", "embed", "autoencoder", "unet", "direct", "lm"])
+    ap.add_argument("stage", choices=["encoder", "embed", "autoencoder", "latents", "unet", "direct", "lm"])
     ap.add_argument("--data", default=path("data", "train"), help="training split written by the world")
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps (stage default if unset)")
     ap.add_argument("--batch", type=int, default=None)
@@ -41,6 +43,10 @@ def main() -> None:
     elif a.stage == "autoencoder":
         from emu_tiny.decoder import train_autoencoder
         train_autoencoder(a.data, a.steps or 1200, a.batch or 32, a.seed)
+    elif a.stage == "latents":
+        from emu_tiny.common import Log
+        from emu_tiny.decoder import latents_for_split, load_autoencoder
+        latents_for_split(a.data, load_autoencoder(), Log("latents"))
     elif a.stage == "unet":
         from emu_tiny.decoder import train_unet
         train_unet(a.data, a.steps or 2500, a.batch or 64, a.seed)

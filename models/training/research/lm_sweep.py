@@ -14,7 +14,7 @@ rebuild.sh on the CPU, and its numbers come from evaluate.py and the world's sco
       --threads 1 --data ~/.cache/emu2-tiny/data --spec 'ROLLOUT_FROM=0'
 
 A variant is `name:key=value,…` (empty: the shipped recipe): a key in capitals sets that constant of emu_tiny.lm (`MIXTURE.video`
-sets one task's weight, `TAIL_MIXTURE.video` its weight in the tail, `BATCH_CAP.video` its batch cap), `seed`, `steps` and `batch` set train_lm's arguments. Once every variant has run
+sets one task's weight, `TAIL_MIXTURE.video` its weight in the tail, `BATCH_CAP.video` its batch cap), `seed`, `steps`, `batch` and `procs` (data-parallel processes) set train_lm's arguments. Once every variant has run
 1,000 steps, the last ones in the list are stopped while any would finish after --deadline less
 --eval-margin seconds; the probe lines of every variant are echoed as they appear.
 
