@@ -19,8 +19,8 @@
 Needs a training split written by the world (`models/training/rebuild.sh` writes it to
 $EMU_TRAIN_DIR/data/train, default ~/.cache/emu2-tiny) and, if present, its embeddings (embeds.npy;
 random ones otherwise: the timing does not depend on their values). Prints per task the padding share
-and the median seconds per step (forward, backward, optimiser) each way, then the mixture-weighted
-ratios against the baseline: the LM stage's expected speed-up, rollouts aside."""
+(not with --compare procs) and the median seconds per step (forward, backward, optimiser) each way,
+then the mixture-weighted ratios against the baseline: the LM stage's expected speed-up, rollouts aside."""
 import argparse
 import ctypes
 import json

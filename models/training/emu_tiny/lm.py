@@ -150,11 +150,15 @@ def bf16_native() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def autocast_on(device: str = "cpu") -> bool:
+    """Whether AUTOCAST puts the training forward in bf16 on `device`."""
+    assert AUTOCAST in ("off", "on", "auto"), f"AUTOCAST is off, on or auto, not {AUTOCAST!r}"
+    return AUTOCAST == "on" or (AUTOCAST == "auto" and device == "cpu" and bf16_native())
+
+
 def autocast(device: str = "cpu"):
     """The training forward's precision context (AUTOCAST)."""
-    assert AUTOCAST in ("off", "on", "auto"), f"AUTOCAST is off, on or auto, not {AUTOCAST!r}"
-    on = AUTOCAST == "on" or (AUTOCAST == "auto" and device == "cpu" and bf16_native())
-    return torch.autocast("cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16, enabled=on)
+    return torch.autocast("cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16, enabled=autocast_on(device))
 
 
 class TaskData:
@@ -623,7 +627,7 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
         return cosine_lr(step - schedule, TAIL_STEPS, TAIL_LR, 100, floor=floor_lr / TAIL_LR)
 
     precision = autocast(device)
-    log(f"precision: {'bf16 autocast' if precision._enabled else 'fp32'} (AUTOCAST={AUTOCAST})")
+    log(f"precision: {'bf16 autocast' if autocast_on(device) else 'fp32'} (AUTOCAST={AUTOCAST})")
     t0 = time.time() - elapsed
     run = {t: [] for t in tasks + ["recall", "attr"]}
     for step in range(start, steps):
