@@ -58,7 +58,7 @@ def data_parallel(rank: int, procs: int, port: int, model, batcher, plan, out: s
     """One process of --compare procs: its share of every planned batch, timed; process 0 writes the
     per-task medians to `out`."""
     import torch.distributed as dist
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=procs)
+    lm.join_group(rank, procs, port)
     torch.set_num_threads(1)
     opt = torch.optim.AdamW(model.parameters(), lr=0.0)
     med = {}

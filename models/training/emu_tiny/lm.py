@@ -542,8 +542,13 @@ def train_lm(data_dir: str, steps: int, batch: int, seed: int, lr: float = 1e-3,
                        nprocs=procs, start_method="fork")
 
 
-def _lm_process(rank: int, procs: int, port: int, *args) -> None:
+def join_group(rank: int, procs: int, port: int) -> None:
+    """This process into the gloo group of `procs` on 127.0.0.1:`port`."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=procs)
+
+
+def _lm_process(rank: int, procs: int, port: int, *args) -> None:
+    join_group(rank, procs, port)
     try:
         _train_lm(rank, procs, *args)
     finally:
@@ -595,12 +600,12 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
         state = ck.load()
     else:
         state = torch.load(ck.file, map_location="cpu") if os.path.exists(ck.file) else None
-        if state and state.get("procs", 1) == procs:
-            ck.restore_rng(state["ranks"][rank - 1])
     start, elapsed = 0, 0.0
     if state:
         assert state.get("procs", 1) == procs, f"{ck.file} was written by {state.get('procs', 1)} processes, not {procs}: " \
             "resume with the same count, or delete it to start over"
+        if not lead:
+            ck.restore_rng(state["ranks"][rank - 1])
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
         if attr_head is not None:
             attr_head.load_state_dict(state["attr_head"])
@@ -659,7 +664,8 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
         if "attr" in out:
             run["attr"].append(float(out["attr"]))
         last = step == steps - 1
-        if procs > 1 and (last or (step + 1) % DP_CHECKPOINT_EVERY == 0):
+        dp_save = procs > 1 and (last or (step + 1) % DP_CHECKPOINT_EVERY == 0)
+        if dp_save:
             ranks = [None] * procs
             weights = float(sum(p.detach().double().sum() for p in params))
             dist.all_gather_object(ranks, (ck.rng_state(), weights))
@@ -670,15 +676,15 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
         if step % 250 == 0 or last:
             means = {t: float(np.mean(v[-50:])) for t, v in run.items() if v}
             log(f"step {step}", steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed), **means)
-        if step % 1000 == 0 or step == steps - 1:
+        if step % 1000 == 0 or last:
             log(f"probe step {step}", **probe_fewshot(model, batcher, shots_rows, to), recall=probe_recall(model, recall, to))
         if SNAPSHOT_EVERY > 0 and step + 1 >= SNAPSHOT_FROM and (step + 1) % SNAPSHOT_EVERY == 0:
             save_lm(model, cfg, time.time() - t0, path("snapshots", f"lm-{step + 1}.pt"))
-        if procs == 1 or last or (step + 1) % DP_CHECKPOINT_EVERY == 0:
+        if procs == 1 or dp_save:
             ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                      "elapsed": time.time() - t0, "config": cfg.__dict__,
                      **({"attr_head": attr_head.state_dict()} if attr_head is not None else {}),
-                     **({"procs": procs, "ranks": ranks[1:]} if procs > 1 else {})}, force=last or procs > 1)
+                     **({"procs": procs, "ranks": ranks[1:]} if dp_save else {})}, force=last or dp_save)
     if lead:
         save_lm(model, cfg, time.time() - t0, path("lm.pt"))
         log("saved")
