@@ -48,7 +48,7 @@ export type Segment =
 export type Expectation =
   | { kind: "text"; answer: string; question?: Question["kind"] }
   | { kind: "caption"; scene: Scene }
-  | { kind: "fewshot"; answer: string; shots: number; labels: string[] }
+  | { kind: "fewshot"; answer: string; shots: number; labels: string[]; attr: FewshotAttr }
   | { kind: "image"; shape: string; color: string; cell: number; background: Background }
   | { kind: "grounded"; box: [number, number, number, number]; shape: string; color: string }
   | { kind: "video"; direction: Direction; shape: string; color: string };
@@ -219,7 +219,7 @@ export class World {
     segments.push({ kind: "text", text: `${answer} .`, loss: seen.has(query.value) });
     return {
       task: "fewshot", index, segments, promptLength,
-      expect: { kind: "fewshot", answer, shots: k, labels: [...new Set(demos.map((d) => labelOf.get(d.value) as string))] },
+      expect: { kind: "fewshot", answer, shots: k, labels: [...new Set(demos.map((d) => labelOf.get(d.value) as string))], attr },
     };
   }
 
@@ -347,6 +347,8 @@ export class World {
 }
 
 const FEWSHOT_ATTRS = ["shape", "color", "size"] as const;
+/** The attribute a few-shot episode's nonce labels name (its `expect.attr`; the scorer breaks 2- and 4-shot down by it). */
+export type FewshotAttr = (typeof FEWSHOT_ATTRS)[number];
 
 /**
  * Whether few-shot demonstrations labelled by `attr` pin down the query's label: every attribute

@@ -97,19 +97,26 @@ describe("Shapes world", () => {
       withLure++;
       assert.ok(e.shots >= 2 && e.labels.includes(e.answer), `episode ${i}`);
       const all = shots(lured, b), query = (all.at(-1) as { o: ShapeObject }).o, demos = all.slice(0, -1);
-      // The episode's attribute is not in the example; any attribute the labels follow may be it.
-      const follows = (["shape", "color", "size"] as const).filter((k) => demos.every((d) => demos.every((f) => (d.o[k] === f.o[k]) === (d.label === f.label))) && demos.some((d) => d.o[k] === query[k] && d.label === e.answer));
-      const lureFor = follows.find((attr) => demos.some((d) => d.label !== e.answer && cellOf(d.o.x, d.o.y) === cellOf(query.x, query.y) &&
-        (["shape", "color", "size"] as const).every((k) => k === attr || d.o[k] === query[k])));
-      assert.ok(lureFor, `episode ${i}: a lure looks like the query but for the labelled attribute`);
-      assert.ok(determinedByDemos(demos.map((d) => d.o), query, lureFor), `episode ${i}: determined`);
+      // The labels follow the episode's attribute (expect.attr): equal values, equal labels.
+      const attr = e.attr;
+      assert.ok(demos.every((d) => demos.every((f) => (d.o[attr] === f.o[attr]) === (d.label === f.label))) &&
+        demos.some((d) => d.o[attr] === query[attr] && d.label === e.answer), `episode ${i}: labels follow ${attr}`);
+      const lure = demos.some((d) => d.label !== e.answer && cellOf(d.o.x, d.o.y) === cellOf(query.x, query.y) &&
+        (["shape", "color", "size"] as const).every((k) => k === attr || d.o[k] === query[k]));
+      assert.ok(lure, `episode ${i}: a lure looks like the query but for the labelled attribute`);
+      assert.ok(determinedByDemos(demos.map((d) => d.o), query, attr), `episode ${i}: determined`);
     }
     assert.ok(withLure > 100, `${withLure} of 300 episodes got a lure`);
     // Without lures the episodes are those the world drew before the option existed (digest taken
-    // from commit 94655de): evaluation's and the default training set's draws did not move.
+    // from commit 94655de, before expectations named their attribute, so `attr` is left out of it):
+    // evaluation's and the default training set's draws did not move.
     const digest = createHash("sha256"), evalWorld = new World("eval");
-    for (let i = 0; i < 100; i++) for (const k of [2, 4]) digest.update(JSON.stringify(evalWorld.fewshot(i, k)));
-    for (let i = 0; i < 100; i++) digest.update(JSON.stringify(plain.example("fewshot", i)));
+    const drawn = (ex: Example): string => {
+      const { attr: _attr, ...expect } = ex.expect as Extract<Expectation, { kind: "fewshot" }>;
+      return JSON.stringify({ ...ex, expect });
+    };
+    for (let i = 0; i < 100; i++) for (const k of [2, 4]) digest.update(drawn(evalWorld.fewshot(i, k)));
+    for (let i = 0; i < 100; i++) digest.update(drawn(plain.example("fewshot", i)));
     assert.equal(digest.digest("hex"), "c54fbe999b548cc596be42d6ddfba27b0bbf34699d623176bd7d4acbe1a16f33");
   });
 
@@ -144,6 +151,12 @@ describe("Shapes world", () => {
       assert.deepEqual(byDirection.map((r) => r.capability.slice("  video: moving ".length)).sort(), [...new Set(drawn)].sort());
       const video = rows.find((r) => r.capability === "video: direction of motion");
       assert.equal(byDirection.reduce((n, r) => n + r.n, 0), video?.n);
+      // So do the 2- and 4-shot rows, by the attribute each episode's labels name.
+      for (const k of [2, 4]) {
+        const parts = rows.filter((r) => r.capability.startsWith(`  few-shot, ${k}-shot: `));
+        assert.ok(parts.length >= 2 && parts.every((r) => ["shape", "color", "size"].includes(r.capability.split(": ")[1] ?? "")), `${k}-shot parts: ${parts.map((r) => r.capability).join("; ")}`);
+        assert.equal(parts.reduce((n, r) => n + r.n, 0), rows.find((r) => r.capability === `few-shot, ${k}-shot`)?.n);
+      }
       const frames = new World("eval").example("video", 0).segments.flatMap((s) => (s.kind === "generate" && s.image.kind === "scene" ? [renderScene(s.image.scene)] : []));
       const want = (new World("eval").example("video", 0).expect as Extract<Expectation, { kind: "video" }>).direction;
       assert.equal(videoDirectionCorrect(frames, want), true);
