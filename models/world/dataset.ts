@@ -3,7 +3,8 @@
  *   images.u8          N × 64 × 64 × 3 uint8 (HWC), every distinct image once
  *   images.jsonl       per image: what it shows (attribute ids for encoder training, or a box mask)
  *   <task>.jsonl       per example: token ids, the image index of each visual run, which runs are
- *                      regressed, text-loss spans, and (eval) the prompt length and expectation
+ *                      regressed, text-loss spans, few-shot rows' labelled attribute, and (eval) the prompt length and
+ *                      expectation
  *   meta.json          counts, special-token ids, tokens_per_image, the world's attribute lists
  */
 import { closeSync, mkdirSync, openSync, writeFileSync, writeSync, createWriteStream, type WriteStream } from "node:fs";
@@ -149,7 +150,10 @@ export async function writeDataset(opts: DatasetOptions): Promise<DatasetSummary
         const ex = shots === null ? world.example(task, index) : world.fewshot(index, shots);
         const enc = encoder.encode(ex, (ref) => store.add(ref));
         summary.maxTokens = Math.max(summary.maxTokens, enc.ids.length);
-        const line = JSON.stringify({ index, ...enc, ...(opts.split === "eval" ? { expect: ex.expect } : {}) });
+        // Every split's few-shot rows name their labelled attribute (the LM's probe scores 4-shot per
+        // attribute); evaluation rows also carry the whole expectation for the scorer.
+        const attr = ex.expect.kind === "fewshot" ? { attr: ex.expect.attr } : {};
+        const line = JSON.stringify({ index, ...enc, ...attr, ...(opts.split === "eval" ? { expect: ex.expect } : {}) });
         if (!stream.write(line + "\n")) await new Promise<void>((r) => stream.once("drain", () => r()));
         written++;
         if (written % 5000 === 0) opts.onProgress?.(task, written, n * shotsList.length);

@@ -172,6 +172,8 @@ class TaskData:
         self.gen = [np.asarray(r["gen"], dtype=bool) for r in rows]
         self.loss = [r["loss"] for r in rows]
         self.prompt = [r.get("prompt", 0) for r in rows]
+        # The attribute a few-shot episode's labels name (the world writes it since 2026-11-29).
+        self.attr = [r.get("attr") for r in rows]
         self.n = len(rows)
 
 
@@ -486,20 +488,23 @@ def with_rollouts(model: CausalLM, b, batcher: "Batcher"):
 @torch.no_grad()
 def probe_fewshot(model, batcher: Batcher, shots_rows: dict, to=lambda b: b):
     """Teacher-forced accuracy of the query label's first token on held-out episodes, per shot count
-    (`to` moves the batch to the model's device)."""
+    (`to` moves the batch to the model's device), and for 4 shots also per labelled attribute
+    (`4shot_color` …) where the split names it: runs have lost 4-shot on one attribute each."""
     model.eval()
     res = {}
+    d = batcher.data["fewshot"]
     for k, rows in shots_rows.items():
         if not rows:
             continue
         b = to(batcher.build("fewshot", rows, augment=False))
         _, logits = forward(model, b, augment=False)
-        d = batcher.data["fewshot"]
-        ok = 0
-        for r, i in enumerate(rows):
-            p = d.prompt[i]
-            ok += int(logits[r, p - 1].argmax()) == int(d.ids[i][p])
-        res[f"{k}shot"] = ok / len(rows)
+        hit = [int(logits[r, d.prompt[i] - 1].argmax()) == int(d.ids[i][d.prompt[i]]) for r, i in enumerate(rows)]
+        res[f"{k}shot"] = sum(hit) / len(rows)
+        if k == 4:
+            for a in FEWSHOT_ATTRS:
+                mine = [h for h, i in zip(hit, rows) if d.attr[i] == a]
+                if mine:
+                    res[f"4shot_{a}"] = sum(mine) / len(mine)
     model.train()
     return res
 
