@@ -114,6 +114,16 @@ BINNED_TASKS = "*"
 FEWSHOT_ATTR_LOSS = 1.0
 FEWSHOT_ATTR_TAP = -2
 FEWSHOT_ATTRS = ("shape", "color", "size")
+# Few-shot episodes drawn by attribute, in proportion to the LM's own errors (0 = off, every
+# training episode equally likely, as 1.4.0 trained). Runs of 1.4.0's recipe have each lost 4-shot
+# on one attribute, a different one per run (model card, "Rebuild": colour 56.6% beside shape 86.6%
+# and size 89.2%; 1.4.0 itself shape 76.8%), and the held-out probe shows it during training. At
+# every probe from step FEWSHOT_ATTR_ADAPT_FROM on (recall steps counted), attribute a's share of
+# the few-shot episodes becomes (1 − FEWSHOT_ATTR_ADAPT)/3 + FEWSHOT_ATTR_ADAPT · err_a / Σ err,
+# err_a = 1 − the probe's 2- and 4-shot accuracy on a's held-out episodes (training split, never
+# the eval split); within an attribute, episodes are drawn uniformly as before.
+FEWSHOT_ATTR_ADAPT = 0.5
+FEWSHOT_ATTR_ADAPT_FROM = 4000
 # Snapshots of the LM's weights (`$EMU_TRAIN_DIR/snapshots/lm-<step>.pt`, the lm.pt format) every
 # SNAPSHOT_EVERY steps from step SNAPSHOT_FROM on (recall steps counted; 0 = none), for choosing
 # among the end of a run, or averaging it, on a validation split (research/snapshots.py).
@@ -194,6 +204,15 @@ class Batcher:
         binned = set(self.data) if BINNED_TASKS == "*" else set(BINNED_TASKS.split("+"))
         assert binned <= set(MIXTURE), f"BINNED_TASKS names unknown tasks: {sorted(binned - set(MIXTURE))}"
         self.bins = {t: self.length_bins(d) for t, d in self.data.items() if t in binned} if LENGTH_BINS > 0 else {}
+        # FEWSHOT_ATTR_ADAPT: each attribute's training episodes, and their draw shares (None: as
+        # the rows come, until the first probe that sets them).
+        self.attr_p = None
+        if FEWSHOT_ATTR_ADAPT > 0 and "fewshot" in self.data:
+            assert "fewshot" not in self.bins, "FEWSHOT_ATTR_ADAPT draws few-shot rows by attribute, not by length bin"
+            d = self.data["fewshot"]
+            self.attr_rows = [np.array([i for i in range(d.n - HOLDOUT) if d.attr[i] == a], dtype=np.int64) for a in FEWSHOT_ATTRS]
+            assert all(len(r) for r in self.attr_rows), \
+                "FEWSHOT_ATTR_ADAPT needs few-shot rows that name their attribute (`attr`): regenerate the split with `world dataset`"
 
     @staticmethod
     def length_bins(d: TaskData):
@@ -289,6 +308,10 @@ class Batcher:
         return ids, im, sp
 
     def sample(self, task: str, batch: int, holdout: bool = False):
+        if task == "fewshot" and self.attr_p is not None and not holdout:
+            counts = self.rng.multinomial(batch, self.attr_p)
+            rows = np.concatenate([r[self.rng.integers(0, len(r), c)] for r, c in zip(self.attr_rows, counts)])
+            return self.build(task, rows[self.rng.permutation(batch)])
         if task in self.bins and not holdout:
             bins, p = self.bins[task]
             rows = bins[int(self.rng.choice(len(bins), p=p))]
@@ -486,10 +509,11 @@ def with_rollouts(model: CausalLM, b, batcher: "Batcher"):
 
 
 @torch.no_grad()
-def probe_fewshot(model, batcher: Batcher, shots_rows: dict, to=lambda b: b):
+def probe_fewshot(model, batcher: Batcher, shots_rows: dict, to=lambda b: b, tally: dict | None = None):
     """Teacher-forced accuracy of the query label's first token on held-out episodes, per shot count
-    (`to` moves the batch to the model's device), and for 4 shots also per labelled attribute
-    (`4shot_color` …) where the split names it: runs have lost 4-shot on one attribute each."""
+    (`to` moves the batch to the model's device), and for 2 and 4 shots also per labelled attribute
+    (`4shot_color` …) where the split names it: runs have lost 4-shot on one attribute each.
+    `tally`, when given, receives each attribute's (hits, episodes) over its 2- and 4-shot rows."""
     model.eval()
     res = {}
     d = batcher.data["fewshot"]
@@ -500,13 +524,27 @@ def probe_fewshot(model, batcher: Batcher, shots_rows: dict, to=lambda b: b):
         _, logits = forward(model, b, augment=False)
         hit = [int(logits[r, d.prompt[i] - 1].argmax()) == int(d.ids[i][d.prompt[i]]) for r, i in enumerate(rows)]
         res[f"{k}shot"] = sum(hit) / len(rows)
-        if k == 4:
-            for a in FEWSHOT_ATTRS:
-                mine = [h for h, i in zip(hit, rows) if d.attr[i] == a]
-                if mine:
-                    res[f"4shot_{a}"] = sum(mine) / len(mine)
+        if k < 2:
+            continue
+        for a in FEWSHOT_ATTRS:
+            mine = [h for h, i in zip(hit, rows) if d.attr[i] == a]
+            if mine:
+                res[f"{k}shot_{a}"] = sum(mine) / len(mine)
+                if tally is not None:
+                    h, n = tally.get(a, (0, 0))
+                    tally[a] = (h + sum(mine), n + len(mine))
     model.train()
     return res
+
+
+def attr_shares(tally: dict) -> np.ndarray:
+    """FEWSHOT_ATTR_ADAPT's draw shares from probe_fewshot's tally: each attribute's error over its
+    held-out 2- and 4-shot episodes, mixed with the uniform share (uniform where nothing was missed)."""
+    err = np.array([1.0 - tally[a][0] / tally[a][1] if tally.get(a, (0, 0))[1] else 0.0 for a in FEWSHOT_ATTRS])
+    uniform = np.full(len(FEWSHOT_ATTRS), 1.0 / len(FEWSHOT_ATTRS))
+    if err.sum() <= 0:
+        return uniform
+    return (1 - FEWSHOT_ATTR_ADAPT) * uniform + FEWSHOT_ATTR_ADAPT * err / err.sum()
 
 
 @torch.no_grad()
@@ -615,6 +653,8 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
         if attr_head is not None:
             attr_head.load_state_dict(state["attr_head"])
         start, elapsed = state["step"], state["elapsed"]
+        if state.get("attr_p") is not None:
+            batcher.attr_p = np.asarray(state["attr_p"])
         log(f"resumed at step {start}")
     if procs > 1:
         log(f"data parallel: {procs} processes, {batch // procs} of each batch's {batch} examples each")
@@ -676,19 +716,30 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
             dist.all_gather_object(ranks, (ck.rng_state(), weights))
             assert len({w for _, w in ranks}) == 1, f"the processes' weights differ at step {step + 1}: {[w for _, w in ranks]}"
             ranks = [r for r, _ in ranks]
+        probe, tally = None, {}
+        if lead and (step % 1000 == 0 or last):
+            probe = dict(probe_fewshot(model, batcher, shots_rows, to, tally), recall=probe_recall(model, recall, to))
+        if FEWSHOT_ATTR_ADAPT > 0 and step % 1000 == 0 and step >= FEWSHOT_ATTR_ADAPT_FROM:
+            # Process 0's probe sets every process's shares (the draws stay each process's own).
+            shares = torch.tensor(attr_shares(tally) if lead else np.zeros(len(FEWSHOT_ATTRS)), dtype=torch.float64)
+            if procs > 1:
+                dist.broadcast(shares, 0)
+            batcher.attr_p = shares.numpy()
         if not lead:
             continue
         if step % 250 == 0 or last:
             means = {t: float(np.mean(v[-50:])) for t, v in run.items() if v}
             log(f"step {step}", steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed), **means)
-        if step % 1000 == 0 or last:
-            log(f"probe step {step}", **probe_fewshot(model, batcher, shots_rows, to), recall=probe_recall(model, recall, to))
+        if probe is not None:
+            log(f"probe step {step}", **probe,
+                **({f"share_{a}": float(p) for a, p in zip(FEWSHOT_ATTRS, batcher.attr_p)} if batcher.attr_p is not None else {}))
         if SNAPSHOT_EVERY > 0 and step + 1 >= SNAPSHOT_FROM and (step + 1) % SNAPSHOT_EVERY == 0:
             save_lm(model, cfg, time.time() - t0, path("snapshots", f"lm-{step + 1}.pt"))
         if procs == 1 or dp_save:
             ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                      "elapsed": time.time() - t0, "config": cfg.__dict__,
                      **({"attr_head": attr_head.state_dict()} if attr_head is not None else {}),
+                     **({"attr_p": batcher.attr_p.tolist()} if batcher.attr_p is not None else {}),
                      **({"procs": procs, "ranks": ranks[1:]} if dp_save else {})}, force=last or dp_save)
     if lead:
         save_lm(model, cfg, time.time() - t0, path("lm.pt"))
