@@ -102,7 +102,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
     split = Split(a.eval)
-    nets = load_trained(require_direct=a.decoder == "direct")
+    # --e2e's parity cases run both decoders: both must be trained.
+    nets = load_trained(require_direct=a.decoder == "direct" or bool(a.e2e), require_unet=a.decoder == "diffusion" or bool(a.e2e))
     run = Runner(nets, split)
     vae = VaeDecoder(nets.ae).eval()
     direct = DirectDecoder(nets.direct_head, nets.ae).eval()

@@ -25,13 +25,20 @@ class Networks:
             m.eval()
 
 
-def load_trained(require_direct: bool = True) -> Networks:
+def load_trained(require_direct: bool = True, require_unet: bool = True) -> Networks:
+    """The trained networks from $EMU_TRAIN_DIR. `require_unet` / `require_direct` False: that
+    decoder may still be training (evaluating the other one meanwhile); it is then untrained."""
     e = torch.load(path("encoder.pt"), map_location="cpu")
     enc = VisualEncoder(EncoderConfig(**e["config"])); enc.load_state_dict(e["encoder"])
     l = torch.load(path("lm.pt"), map_location="cpu")
     lm = CausalLM(LMConfig(**l["config"])); lm.load_state_dict(l["model"])
     a = torch.load(path("autoencoder.pt"), map_location="cpu")
     ae = Autoencoder(AEConfig(**a["config"])); ae.load_state_dict(a["ae"])
+    if not require_unet and not os.path.exists(path("unet.pt")):
+        # Evaluating the direct decoder while the UNet still trains.
+        d = torch.load(path("direct.pt"), map_location="cpu")
+        head = DirectHead(UNetConfig(**d["config"]), tokens=d["tokens"]); head.load_state_dict(d["head"])
+        return Networks(enc, lm, ae, LatentUNet(UNetConfig(**d["config"])), head, torch.zeros(enc.cfg.tokens, enc.cfg.dim))
     u = torch.load(path("unet.pt"), map_location="cpu")
     unet = LatentUNet(UNetConfig(**u["config"])); unet.load_state_dict(u["unet"])
     if not require_direct and not os.path.exists(path("direct.pt")):
