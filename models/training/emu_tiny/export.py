@@ -34,19 +34,17 @@ def load_trained(require_direct: bool = True, require_unet: bool = True) -> Netw
     lm = CausalLM(LMConfig(**l["config"])); lm.load_state_dict(l["model"])
     a = torch.load(path("autoencoder.pt"), map_location="cpu")
     ae = Autoencoder(AEConfig(**a["config"])); ae.load_state_dict(a["ae"])
-    if not require_unet and not os.path.exists(path("unet.pt")):
-        # Evaluating the direct decoder while the UNet still trains.
-        d = torch.load(path("direct.pt"), map_location="cpu")
-        head = DirectHead(UNetConfig(**d["config"]), tokens=d["tokens"]); head.load_state_dict(d["head"])
-        return Networks(enc, lm, ae, LatentUNet(UNetConfig(**d["config"])), head, torch.zeros(enc.cfg.tokens, enc.cfg.dim))
-    u = torch.load(path("unet.pt"), map_location="cpu")
-    unet = LatentUNet(UNetConfig(**u["config"])); unet.load_state_dict(u["unet"])
-    if not require_direct and not os.path.exists(path("direct.pt")):
-        # Evaluating the diffusion decoder while the direct head still trains.
-        return Networks(enc, lm, ae, unet, DirectHead(UNetConfig(**u["config"]), tokens=enc.cfg.tokens), u["null"])
-    d = torch.load(path("direct.pt"), map_location="cpu")
-    head = DirectHead(UNetConfig(**d["config"]), tokens=d["tokens"]); head.load_state_dict(d["head"])
-    return Networks(enc, lm, ae, unet, head, u["null"])
+    # A decoder not required may still be training (the other one evaluated meanwhile): untrained.
+    ckpt = lambda name, required: torch.load(path(name), map_location="cpu") if required or os.path.exists(path(name)) else None  # noqa: E731
+    u, d = ckpt("unet.pt", require_unet), ckpt("direct.pt", require_direct)
+    assert u or d, "neither decoder is trained yet"
+    unet = LatentUNet(UNetConfig(**(u or d)["config"]))
+    head = DirectHead(UNetConfig(**(d or u)["config"]), tokens=d["tokens"] if d else enc.cfg.tokens)
+    if u:
+        unet.load_state_dict(u["unet"])
+    if d:
+        head.load_state_dict(d["head"])
+    return Networks(enc, lm, ae, unet, head, u["null"] if u else torch.zeros(enc.cfg.tokens, enc.cfg.dim))
 
 
 def random_networks(vocab: int, seed: int = 0) -> Networks:

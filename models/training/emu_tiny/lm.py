@@ -212,7 +212,8 @@ class Batcher:
         if FEWSHOT_ATTR_ADAPT > 0 and "fewshot" in self.data:
             assert "fewshot" not in self.bins, "FEWSHOT_ATTR_ADAPT draws few-shot rows by attribute, not by length bin"
             d = self.data["fewshot"]
-            self.attr_rows = [np.array([i for i in range(d.n - HOLDOUT) if d.attr[i] == a], dtype=np.int64) for a in FEWSHOT_ATTRS]
+            named = np.array(d.attr[: d.n - HOLDOUT], dtype=object)
+            self.attr_rows = [np.nonzero(named == a)[0] for a in FEWSHOT_ATTRS]
             assert all(len(r) for r in self.attr_rows), \
                 "FEWSHOT_ATTR_ADAPT needs few-shot rows that name their attribute (`attr`): regenerate the split with `world dataset`"
 
