@@ -123,9 +123,15 @@ FEWSHOT_ATTRS = ("shape", "color", "size")
 # err_a = 1 − the probe's 2- and 4-shot accuracy on a's held-out episodes (training split, never
 # the eval split); within an attribute, episodes are drawn uniformly as before. One fresh-encoder
 # run with it (model card, "Rebuild", 2026-11-29): its weak colour came back (4-shot colour 84.9%),
-# 4-shot 84.0% against 81.5 / 79.5% for the two fresh-encoder rebuilds without it.
-FEWSHOT_ATTR_ADAPT = 0.5
+# 4-shot 84.0% against 81.5 / 79.5% for the two fresh-encoder rebuilds without it, at
+# FEWSHOT_ATTR_ADAPT 0.5 with each probe's errors used alone. Its probe holds ~200 episodes per
+# attribute, so the shares were noisy and had drifted back to uniform by the end while shape was
+# still the weakest (4-shot shape 78.0%). So err_a is now an exponential average over the probes,
+# FEWSHOT_ATTR_ADAPT_DECAY · the previous one + (1 − FEWSHOT_ATTR_ADAPT_DECAY) · this probe's
+# (the first probe's own errors to start), and the adaptive part is 0.7.
+FEWSHOT_ATTR_ADAPT = 0.7
 FEWSHOT_ATTR_ADAPT_FROM = 4000
+FEWSHOT_ATTR_ADAPT_DECAY = 0.5
 # Snapshots of the LM's weights (`$EMU_TRAIN_DIR/snapshots/lm-<step>.pt`, the lm.pt format) every
 # SNAPSHOT_EVERY steps from step SNAPSHOT_FROM on (recall steps counted; 0 = none), for choosing
 # among the end of a run, or averaging it, on a validation split (research/snapshots.py).
@@ -540,10 +546,16 @@ def probe_fewshot(model, batcher: Batcher, shots_rows: dict, to=lambda b: b, tal
     return res
 
 
-def attr_shares(tally: dict) -> np.ndarray:
-    """FEWSHOT_ATTR_ADAPT's draw shares from probe_fewshot's tally: each attribute's error over its
-    held-out 2- and 4-shot episodes, mixed with the uniform share (uniform where nothing was missed)."""
+def attr_errors(tally: dict, previous: np.ndarray | None) -> np.ndarray:
+    """Each attribute's error over its held-out 2- and 4-shot episodes in probe_fewshot's tally,
+    averaged with the previous probes' (FEWSHOT_ATTR_ADAPT_DECAY; `previous` None: this probe's alone)."""
     err = np.array([1.0 - tally[a][0] / tally[a][1] if tally.get(a, (0, 0))[1] else 0.0 for a in FEWSHOT_ATTRS])
+    return err if previous is None else FEWSHOT_ATTR_ADAPT_DECAY * previous + (1 - FEWSHOT_ATTR_ADAPT_DECAY) * err
+
+
+def attr_shares(err: np.ndarray) -> np.ndarray:
+    """FEWSHOT_ATTR_ADAPT's draw shares from the attributes' errors (attr_errors), mixed with the
+    uniform share (uniform where nothing was missed)."""
     uniform = np.full(len(FEWSHOT_ATTRS), 1.0 / len(FEWSHOT_ATTRS))
     if err.sum() <= 0:
         return uniform
@@ -647,6 +659,7 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
     else:
         state = torch.load(ck.file, map_location="cpu") if os.path.exists(ck.file) else None
     start, elapsed = 0, 0.0
+    attr_err = None  # FEWSHOT_ATTR_ADAPT's averaged errors (process 0's)
     if state:
         assert state.get("procs", 1) == procs, f"{ck.file} was written by {state.get('procs', 1)} processes, not {procs}: " \
             "resume with the same count, or delete it to start over"
@@ -658,6 +671,8 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
         start, elapsed = state["step"], state["elapsed"]
         if state.get("attr_p") is not None:
             batcher.attr_p = np.asarray(state["attr_p"])
+        if state.get("attr_err") is not None:
+            attr_err = np.asarray(state["attr_err"])
         log(f"resumed at step {start}")
     if procs > 1:
         log(f"data parallel: {procs} processes, {batch // procs} of each batch's {batch} examples each")
@@ -724,7 +739,9 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
             probe = dict(probe_fewshot(model, batcher, shots_rows, to, tally), recall=probe_recall(model, recall, to))
         if FEWSHOT_ATTR_ADAPT > 0 and step % 1000 == 0 and step >= FEWSHOT_ATTR_ADAPT_FROM:
             # Process 0's probe sets every process's shares (the draws stay each process's own).
-            shares = torch.tensor(attr_shares(tally) if lead else np.zeros(len(FEWSHOT_ATTRS)), dtype=torch.float64)
+            if lead:
+                attr_err = attr_errors(tally, attr_err)
+            shares = torch.tensor(attr_shares(attr_err) if lead else np.zeros(len(FEWSHOT_ATTRS)), dtype=torch.float64)
             if procs > 1:
                 dist.broadcast(shares, 0)
             batcher.attr_p = shares.numpy()
@@ -735,7 +752,8 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
             log(f"step {step}", steps_per_s=(step - start + 1) / max(1e-6, time.time() - t0 - elapsed), **means)
         if probe is not None:
             log(f"probe step {step}", **probe,
-                **({f"share_{a}": float(p) for a, p in zip(FEWSHOT_ATTRS, batcher.attr_p)} if batcher.attr_p is not None else {}))
+                **({f"share_{a}": float(p) for a, p in zip(FEWSHOT_ATTRS, batcher.attr_p)} if batcher.attr_p is not None else {}),
+                **({f"err_{a}": float(e) for a, e in zip(FEWSHOT_ATTRS, attr_err)} if attr_err is not None else {}))
         if SNAPSHOT_EVERY > 0 and step + 1 >= SNAPSHOT_FROM and (step + 1) % SNAPSHOT_EVERY == 0:
             save_lm(model, cfg, time.time() - t0, path("snapshots", f"lm-{step + 1}.pt"))
         if procs == 1 or dp_save:
@@ -743,6 +761,7 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
                      "elapsed": time.time() - t0, "config": cfg.__dict__,
                      **({"attr_head": attr_head.state_dict()} if attr_head is not None else {}),
                      **({"attr_p": batcher.attr_p.tolist()} if batcher.attr_p is not None else {}),
+                     **({"attr_err": attr_err.tolist()} if attr_err is not None else {}),
                      **({"procs": procs, "ranks": ranks[1:]} if dp_save else {})}, force=last or dp_save)
     if lead:
         save_lm(model, cfg, time.time() - t0, path("lm.pt"))
