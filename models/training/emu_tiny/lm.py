@@ -138,8 +138,11 @@ FEWSHOT_ATTR_ADAPT_DECAY = 0.5
 # Snapshots of the LM's weights (`$EMU_TRAIN_DIR/snapshots/lm-<step>.pt`, the lm.pt format) every
 # SNAPSHOT_EVERY steps from step SNAPSHOT_FROM on (recall steps counted; 0 = none), for choosing
 # among the end of a run, or averaging it, on a validation split (research/snapshots.py).
-SNAPSHOT_EVERY = 0
-SNAPSHOT_FROM = 0
+SNAPSHOT_EVERY = 500
+SNAPSHOT_FROM = 10500
+# lm.pt is the mean of the run's last SNAPSHOT_AVERAGE snapshots (0: the final weights alone; the
+# last snapshot is the final step's, so SNAPSHOT_EVERY must divide the step count).
+SNAPSHOT_AVERAGE = 0
 # A tail of TAIL_STEPS mixture steps after the schedule's end (0 = none), at its final learning rate,
 # drawing tasks with MIXTURE's weights overridden by TAIL_MIXTURE (e.g. {"video": 0.3}).
 TAIL_STEPS = 0
@@ -632,6 +635,9 @@ def average_grads(params, procs: int) -> None:
 def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed: int, lr: float, device: str) -> None:
     steps += RECALL_STEPS
     schedule, steps = steps, steps + TAIL_STEPS
+    assert SNAPSHOT_AVERAGE == 0 or (SNAPSHOT_EVERY > 0 and steps % SNAPSHOT_EVERY == 0 and
+                                     steps - (SNAPSHOT_AVERAGE - 1) * SNAPSHOT_EVERY >= max(SNAPSHOT_FROM, SNAPSHOT_EVERY)), \
+        f"SNAPSHOT_AVERAGE {SNAPSHOT_AVERAGE}: the last snapshots of {steps} steps every {SNAPSHOT_EVERY} from {SNAPSHOT_FROM}"
     lead = rank == 0
     log = Log("lm") if lead else (lambda *a, **k: None)
     # Process r's own streams (r = 0 draws exactly as a single process does); the weights start
@@ -767,11 +773,39 @@ def _train_lm(rank: int, procs: int, data_dir: str, steps: int, batch: int, seed
                      **({"attr_err": attr_err.tolist()} if attr_err is not None else {}),
                      **({"procs": procs, "ranks": ranks[1:]} if dp_save else {})}, force=last or dp_save)
     if lead:
-        save_lm(model, cfg, time.time() - t0, path("lm.pt"))
-        log("saved")
+        if SNAPSHOT_AVERAGE > 0:
+            files = [path("snapshots", f"lm-{steps - j * SNAPSHOT_EVERY}.pt") for j in reversed(range(SNAPSHOT_AVERAGE))]
+            save_state(mean_state(files), path("lm.pt"))
+            log(f"saved the mean of {', '.join(os.path.basename(f) for f in files)}")
+        else:
+            save_lm(model, cfg, time.time() - t0, path("lm.pt"))
+            log("saved")
 
 
 def save_lm(model: CausalLM, cfg: LMConfig, train_s: float, file: str) -> None:
-    """The LM's weights as export.py and evaluate.py read them (written whole, then renamed)."""
-    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": cfg.__dict__, "train_s": train_s}, file + ".tmp")
+    """The LM's weights as export.py and evaluate.py read them."""
+    save_state({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": cfg.__dict__, "train_s": train_s}, file)
+
+
+def save_state(state: dict, file: str) -> None:
+    """Written whole, then renamed."""
+    torch.save(state, file + ".tmp")
     os.replace(file + ".tmp", file)
+
+
+def mean_state(files: list) -> dict:
+    """The lm.pt-format mean of LM snapshots' weights (SNAPSHOT_AVERAGE, research/snapshots.py)."""
+    states = [torch.load(f, map_location="cpu") for f in files]
+    configs = {str(s["config"]) for s in states}
+    if len(configs) != 1:
+        raise SystemExit(f"snapshots of different LM configs: {sorted(configs)}")
+    model = {}
+    for k, v in states[0]["model"].items():
+        if v.is_floating_point():
+            model[k] = torch.stack([s["model"][k] for s in states]).mean(0)
+        elif any(not torch.equal(v, s["model"][k]) for s in states):
+            raise SystemExit(f"non-float tensor {k} differs between snapshots")
+        else:
+            model[k] = v
+    return {"model": model, "config": states[0]["config"], "train_s": max(s["train_s"] for s in states),
+            "averaged": [os.path.basename(f) for f in files]}
