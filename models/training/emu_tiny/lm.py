@@ -132,7 +132,7 @@ FEWSHOT_ATTRS = ("shape", "color", "size")
 # with that (model card, "Rebuild", twelfth session): colour, again the LM's early weak attribute,
 # got 0.39–0.52 of the episodes and ended at 81.1%; but 4-shot was 80.5% on eval (84.5% on
 # validation), and 84.2% on 1,000 fresh episodes, where 1.4.0's LM scores 86.3%. The next whole
-# rebuild.sh, unchanged but on another machine (Zen 5, so another encoder), shipped as 1.5.0:
+# rebuild.sh, unchanged but on a Zen 5 (whose encoder is 1.3.0's, bit for bit), shipped as 1.5.0:
 # 4-shot 87.5% on eval, 87.0% on validation, 87.7% on those 1,000 episodes.
 FEWSHOT_ATTR_ADAPT = 0.7
 FEWSHOT_ATTR_ADAPT_FROM = 4000
