@@ -14,7 +14,7 @@ separate (standard error ~2.5 points). `--score` measures them on a larger split
 and with `--average K,…` the mean of the last K files too, teacher-forced as lm.probe_fewshot reads
 the query label (which equals the scorer's verdict on these rows), per shot count and attribute:
 
-  npm run world -- dataset --split eval --per-task 1000 --start-index 300000 --out $D/val1k
+  npm run world -- dataset --split eval --per-task 1000 --start-index 200000 --out $D/val1k
   EMU_TRAIN_DIR=RUN /usr/bin/python3 models/training/train.py embed --data $D/val1k --threads 1
   /usr/bin/python3 models/training/research/snapshots.py --score $D/val1k --average 3,5 \
       RUN/lm.pt RUN/snapshots/lm-*.pt
