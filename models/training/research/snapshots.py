@@ -28,12 +28,11 @@ import emu_tiny  # noqa: E402,F401  (first: picks OpenBLAS's kernels before torc
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from emu_tiny import lm  # noqa: E402
-from emu_tiny.lm import mean_state  # noqa: E402
 
 
 def average(files: list, out: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    lm.save_state(mean_state(files), out)
+    lm.save_state(lm.mean_state(files), out)
     print(f"wrote {out}: mean of {len(files)} snapshots")
 
 
@@ -92,7 +91,7 @@ def main() -> None:
     for k in (int(x) for x in a.average.split(",") if x):
         if not 2 <= k <= len(files):
             ap.error(f"--average {k}: between 2 and the {len(files)} files given")
-        candidates[f"mean of last {k} ({os.path.basename(files[-k])}…)"] = mean_state(files[-k:])
+        candidates[f"mean of last {k} ({os.path.basename(files[-k])}…)"] = lm.mean_state(files[-k:])
     score(a.score, candidates)
 
 
